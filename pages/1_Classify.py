@@ -1,0 +1,58 @@
+"""Classify a sound with a shipped model: waveform, spectrogram figure, top-5 classes."""
+import json
+
+import streamlit as st
+
+from qmoe import paths
+from qmoe.errors import QmoeError
+from qmoe.inference import classify, shipped_models
+from qmoe.ui import probability_bars, trained_model, waveform_figure
+
+st.set_page_config(page_title="qmoe · Classify", page_icon="🎧", layout="wide")
+st.title("Classify a sound")
+
+models = shipped_models()
+if not models:
+    st.error("No shipped model in data/models. Create them with `python -m qmoe ship`.")
+    st.stop()
+model_name = st.selectbox("Model (trained on ESC-50 folds 1, 2, 3, 5)", list(models))
+
+examples = json.loads((paths.EXAMPLES_DIR / "examples.json").read_text()) if (
+    paths.EXAMPLES_DIR / "examples.json").exists() else []
+source_kind = st.radio("Sound", ["Example clip (ESC-50 fold 4)", "Upload a file"], horizontal=True)
+source, source_name = None, None
+if source_kind.startswith("Example") and examples:
+    labels = [f"{e['class_name']} — {e['file']}" for e in examples]
+    pick = st.selectbox("Example", labels)
+    ex = examples[labels.index(pick)]
+    source, source_name = paths.EXAMPLES_DIR / ex["file"], ex["file"]
+    st.caption(f"True class: **{ex['class_name']}** ({ex['major']}). {ex['attribution']}")
+else:
+    up = st.file_uploader("Audio file (wav, flac, ogg, mp3; up to 60 s are used)", type=["wav", "flac", "ogg", "mp3"])
+    if up is not None:
+        source, source_name = up.getvalue(), up.name
+
+if source is None:
+    st.stop()
+
+trained_model(str(models[model_name]))  # loaded once per process
+try:
+    with st.spinner("Decoding, rendering, embedding..."):
+        pred = classify(source, models[model_name])
+except QmoeError as e:
+    st.error(f"Cannot classify {source_name}: {e}")
+    st.stop()
+
+clip = pred.clip
+if clip.trimmed:
+    st.warning(f"The clip is longer than the cap; only its first {clip.duration_s:.0f} s were used.")
+st.audio(clip.samples, sample_rate=clip.sr)
+left, right = st.columns(2)
+with left:
+    st.markdown(f"**Prediction: {pred.label}** ({pred.probs.max():.0%})")
+    st.plotly_chart(probability_bars(pred.top(5), "Top-5 classes"), width="stretch")
+with right:
+    st.image(pred.image, caption="Mel-spectrogram figure (the model's input, dataset recipe)")
+st.plotly_chart(waveform_figure(clip.samples, clip.sr), width="stretch")
+st.caption(" · ".join(f"{k} {v:.0f} ms" for k, v in pred.timings_ms.items())
+           + f" · {clip.duration_s:.2f} s at {clip.original_sr} Hz, {clip.channels} channel(s)")

@@ -1,0 +1,157 @@
+"""Command line: `python -m qmoe <command>`; `python -m qmoe -h` lists the commands."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import QmoeError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def cmd_embed(a):
+    from .datasets.esc50 import embed_esc50
+
+    if a.dataset != "esc50":
+        raise QmoeError(f"embedding from source figures is available for esc50 only, not {a.dataset!r}")
+    print(f"wrote {embed_esc50(a.backbone)}")
+
+
+def cmd_train(a):
+    import pandas as pd
+
+    from .experiment import run_grid
+    from .results import summary
+
+    records = run_grid(a.dataset, a.task, a.protocol, a.variant, a.folds, a.seeds, selection=a.selection,
+                       backbone=a.backbone)
+    df = pd.DataFrame(records)
+    cols = ["task", "protocol", "variant", "fold", "seed", "f1_macro", "accuracy", "params", "model_bytes"]
+    print(df[cols].to_string(index=False, float_format="%.3f"))
+    df["options"] = ""
+    print()
+    print(summary(df)[["task", "protocol", "variant", "runs", "f1_mean", "f1_std"]].to_string(
+        index=False, float_format="%.3f"))
+
+
+def cmd_results(a):
+    from .results import results_frame, summary
+
+    df = results_frame()
+    if a.csv:
+        df.to_csv(sys.stdout, index=False)
+    elif a.summary:
+        print(summary(df).to_string(index=False, float_format="%.3f"))
+    else:
+        print(df[["dataset", "task", "protocol", "variant", "fold", "seed", "f1_macro", "accuracy", "params",
+                  "model_bytes"]].to_string(index=False, float_format="%.3f"))
+
+
+def cmd_variants(a):
+    from .variants import get_variant, list_variants
+
+    for name in list_variants():
+        s = get_variant(name)
+        print(f"{name:28s} {s.family:6s} {s.description}")
+
+
+def cmd_ship(a):
+    """Train the models shipped in data/models (fold 4 held out) through the cached CV run."""
+    from . import paths
+    from .experiment import RunConfig, run
+    from .inference import SHIP_FOLD, model_file_stem
+
+    for task in a.task:
+        for variant in a.variant:
+            cfg = RunConfig(a.dataset, task, "predefined", variant, SHIP_FOLD, a.seed)
+            path = paths.MODELS_DIR / model_file_stem(a.dataset, task, variant)
+            rec = run(cfg, save_model_to=path)
+            print(f"{path.name}: fold-{SHIP_FOLD} macro-F1 {rec['f1_macro']:.3f}")
+
+
+def cmd_classify(a):
+    from .inference import classify, shipped_models
+
+    models = shipped_models()
+    path = models.get(a.model) or a.model
+    for f in a.files:
+        p = classify(f, path)
+        top = ", ".join(f"{n} {pr:.2f}" for n, pr in p.top(5))
+        print(f"{f}: {p.label}  [{top}]")
+
+
+def cmd_check_audio(a):
+    from .inference import audio_path_check, shipped_models
+
+    path = shipped_models().get(a.model) or a.model
+    r = audio_path_check(path)
+    print(f"fold-4 macro-F1 through the audio path: {r['f1_audio']:.4f}; on the shared figures: "
+          f"{r['f1_figures']:.4f}; difference {r['f1_audio'] - r['f1_figures']:+.4f}; "
+          f"same prediction on {100 * r['agreement']:.1f}% of {r['n']} clips")
+
+
+def main(argv=None) -> int:
+    from .backbones import DEFAULT_BACKBONE
+
+    p = argparse.ArgumentParser(prog="python -m qmoe", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("embed", help="embed a dataset's figures (cached)")
+    s.add_argument("dataset")
+    s.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    s.set_defaults(fn=cmd_embed)
+
+    s = sub.add_parser("train", help="train and evaluate variants under cross-validation (cached)")
+    s.add_argument("--dataset", default="esc50")
+    s.add_argument("--task", action="append", help="major (default) | class | reference-categories")
+    s.add_argument("--protocol", action="append", help="predefined (default) | paper")
+    s.add_argument("--variant", action="append", help="e.g. FP32-Base, Q4-Base (repeatable)")
+    s.add_argument("--folds", type=_ints, default=None, help="e.g. 1,2 (default: all)")
+    s.add_argument("--seeds", type=_ints, default=[0])
+    s.add_argument("--selection", default="validation", help="validation (default) | reported-fold (leaky)")
+    s.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("results", help="every cached result")
+    s.add_argument("--csv", action="store_true", help="as CSV on stdout")
+    s.add_argument("--summary", action="store_true", help="mean +- std over folds")
+    s.set_defaults(fn=cmd_results)
+
+    s = sub.add_parser("variants", help="list the registered variants")
+    s.set_defaults(fn=cmd_variants)
+
+    s = sub.add_parser("ship", help="train the models shipped in data/models (fold 4 held out)")
+    s.add_argument("--dataset", default="esc50")
+    s.add_argument("--task", action="append")
+    s.add_argument("--variant", action="append")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_ship)
+
+    s = sub.add_parser("classify", help="classify audio files with a shipped model")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--model", default="esc50 / major / FP32-Base")
+    s.set_defaults(fn=cmd_classify)
+
+    s = sub.add_parser("check-audio", help="fold-4 F1 through the audio path vs the shared figures")
+    s.add_argument("--model", default="esc50 / major / FP32-Base")
+    s.set_defaults(fn=cmd_check_audio)
+
+    a = p.parse_args(argv)
+    for name, default in (("task", ["major"]), ("protocol", ["predefined"]), ("variant", ["FP32-Base"])):
+        if hasattr(a, name) and getattr(a, name) is None:
+            setattr(a, name, default)
+    try:
+        a.fn(a)
+    except QmoeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

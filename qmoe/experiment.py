@@ -1,0 +1,175 @@
+"""Cross-validation runs: one run = (dataset, task, protocol, variant, fold, seed, options).
+
+Each run is cached in the result store under the hash of its full config (hyper-parameters,
+embedding backbone/weights/recipe, selection rule), with the code version that produced it, so
+the same config never computes twice.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .backbones import DEFAULT_BACKBONE
+from .datasets import get_dataset
+from .datasets.base import LEAKY_PROTOCOLS
+from .errors import ConfigError
+from .store import ResultStore, code_version, config_key
+from .train import fit, seed_everything
+from .variants import create_model, get_variant
+
+SELECTIONS = {
+    "validation": "early stopping on a validation split carved from the training folds (leak-free)",
+    "reported-fold": "early stopping on the reported fold, as the reference code does (optimistic, leaky)",
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = "esc50"
+    task: str = "major"
+    protocol: str = "predefined"
+    variant: str = "FP32-Base"
+    fold: int = 1
+    seed: int = 0
+    backbone: str = DEFAULT_BACKBONE
+    selection: str = "validation"
+    options: dict = field(default_factory=dict)  # builder overrides, e.g. {"alpha": 0.2}
+
+    def validate(self) -> None:
+        get_variant(self.variant)
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"unknown selection {self.selection!r}; choose from {', '.join(SELECTIONS)}")
+
+
+def full_config(cfg: RunConfig, ds) -> dict:
+    """Everything that determines a run's result (the cache key is its hash)."""
+    spec = get_variant(cfg.variant)
+    return {**asdict(cfg), "train": spec.train.to_dict(), "embedding": ds.embedding_info,
+            "standardize": "StandardScaler fitted on the training folds", "engine": 1}
+
+
+def _scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = X.mean(0)
+    scale = X.std(0)
+    return mean.astype(np.float32), np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+
+
+def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
+        save_model_to=None, force: bool = False) -> dict:
+    """Run (or fetch from cache) one fold; returns the cached record."""
+    cfg.validate()
+    store = store or ResultStore()
+    ds = get_dataset(cfg.dataset, cfg.backbone)
+    config = full_config(cfg, ds)
+    key = config_key(config)
+    if not force and save_model_to is None and (hit := store.get(key)) is not None:
+        return hit
+
+    task = ds.task(cfg.task)
+    n_classes = len(task.class_names)
+    train_idx, test_idx = ds.split(cfg.task, cfg.protocol, cfg.fold)
+    if cfg.selection == "validation":
+        fit_idx, val_idx = ds.validation_split(cfg.task, train_idx, cfg.seed)
+    else:
+        fit_idx, val_idx = train_idx, test_idx
+    mean, scale = _scaler(ds.X[train_idx])
+    Xs = (ds.X - mean) / scale
+    y = task.labels
+
+    spec = get_variant(cfg.variant)
+    seed_everything(cfg.seed)
+    model = create_model(cfg.variant, ds.dim, n_classes, **cfg.options)
+    t0 = time.perf_counter()
+    history = fit(model, spec.train, Xs[fit_idx], y[fit_idx], Xs[val_idx], y[val_idx], n_classes, cfg.seed,
+                  progress=progress, desc=f"{cfg.variant} fold {cfg.fold}")
+    train_seconds = time.perf_counter() - t0
+    if save_model_to is not None:
+        checkpoint.save(model, save_model_to, cfg.variant, ds.dim, n_classes, mean, scale,
+                        {"config": config, "class_names": list(task.class_names), "key": key})
+    if hasattr(model, "after_training"):
+        model = model.after_training()
+    model.eval()
+
+    with torch.no_grad():
+        logits = model(torch.as_tensor(Xs[test_idx]))
+    probs = torch.softmax(logits.float(), -1).numpy()
+    y_true, y_pred = y[test_idx], probs.argmax(1)
+    arrays = {"test_idx": test_idx, "y_true": y_true, "y_pred": y_pred, "probs": probs.astype(np.float32)}
+    if hasattr(model, "routing_record"):
+        torch.manual_seed(cfg.seed)
+        for k, v in model.routing_record(torch.as_tensor(Xs[test_idx])).items():
+            arrays[f"routing__{k}"] = np.asarray(v)
+
+    record = {
+        "config": config,
+        "dataset": cfg.dataset, "task": cfg.task, "protocol": cfg.protocol, "variant": cfg.variant,
+        "fold": cfg.fold, "seed": cfg.seed, "selection": cfg.selection, "options": cfg.options,
+        "leaky": cfg.protocol in LEAKY_PROTOCOLS or cfg.selection == "reported-fold",
+        "family": spec.family, "bits": spec.bits,
+        "f1_macro": float(f1_score(y_true, y_pred, average="macro")),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "n_train": int(len(fit_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
+        "best_epoch": history["best_epoch"], "epochs": history["epochs"],
+        "train_seconds": train_seconds,
+        **model_size(model),
+        "code_version": code_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    record.update(measure_run(model, Xs[test_idx]))
+    store.put(key, record, arrays)
+    return store.get(key)
+
+
+def model_size(model) -> dict:
+    params = sum(p.numel() for p in model.parameters())
+    if params == 0:  # e.g. a dynamically quantized model keeps its weights in packed params
+        params = sum(int(np.prod(t.shape)) for t in _packed_tensors(model))
+    packed = model.packed() if hasattr(model, "packed") else None
+    nbytes = getattr(packed, "nbytes", None)
+    if nbytes is None:
+        nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values() if torch.is_tensor(t))
+    return {"params": int(params), "model_bytes": int(nbytes)}
+
+
+def _packed_tensors(model):
+    for v in model.state_dict().values():
+        if torch.is_tensor(v):
+            yield v
+        elif isinstance(v, tuple):
+            yield from (t for t in v if torch.is_tensor(t))
+
+
+def measure_run(model, X_test: np.ndarray) -> dict:
+    """Latency and memory of the trained model (the measurement module, when present)."""
+    try:
+        from .measure import measure_model
+    except ImportError:
+        return {}
+    return measure_model(model, X_test)
+
+
+def run_grid(dataset: str = "esc50", tasks=("major",), protocols=("predefined",), variants=("FP32-Base",),
+             folds=None, seeds=(0,), store: ResultStore | None = None, progress: bool = True,
+             on_progress=None, **kw) -> list[dict]:
+    """Run every combination (cached ones are read back, not recomputed)."""
+    store = store or ResultStore()
+    ds = get_dataset(dataset)
+    jobs = [RunConfig(dataset, t, p, v, f, s, **kw) for t in tasks for p in protocols for v in variants
+            for f in (folds or ds.fold_ids(p)) for s in seeds]
+    for j in jobs:
+        j.validate()
+    out = []
+    bar = tqdm(jobs, desc="runs", unit="run", disable=not progress)
+    for i, job in enumerate(bar):
+        bar.set_postfix_str(f"{job.task}/{job.protocol}/{job.variant}/fold {job.fold}")
+        out.append(run(job, store, progress=progress))
+        if on_progress:
+            on_progress(i + 1, len(jobs), job)
+    return out

@@ -1,0 +1,40 @@
+"""Every cached run as one table: the project's public export (`python -m qmoe results --csv`).
+
+Column names are a contract relied on by later checks: add columns, never rename or drop them.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from .store import ResultStore
+
+COLUMNS = ["dataset", "task", "protocol", "variant", "fold", "seed", "selection", "f1_macro", "accuracy",
+           "params", "model_bytes", "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p99",
+           "batch_latency_ms_mean", "peak_rss_mb", "energy_mj", "co2_ug", "train_energy_mj", "train_co2_ug",
+           "energy_method", "options", "leaky", "family", "bits", "best_epoch", "epochs", "train_seconds",
+           "code_version", "created", "key"]
+KEYS = ["dataset", "task", "protocol", "variant", "selection", "options"]
+
+
+def results_frame(store: ResultStore | None = None) -> pd.DataFrame:
+    rows = []
+    for r in (store or ResultStore()).records():
+        row = {c: r.get(c) for c in COLUMNS}
+        row["options"] = ",".join(f"{k}={v}" for k, v in sorted((r.get("options") or {}).items()))
+        cv = r.get("code_version") or {}
+        row["code_version"] = cv.get("git_commit") or cv.get("source_sha256")
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.sort_values(["dataset", "task", "protocol", "variant", "options", "seed", "fold"], ignore_index=True)
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean +- std over folds (and seeds) per configuration."""
+    if df.empty:
+        return pd.DataFrame(columns=KEYS + ["runs", "f1_mean", "f1_std", "accuracy_mean", "params", "model_bytes"])
+    agg = df.groupby(KEYS, dropna=False).agg(
+        runs=("fold", "size"), f1_mean=("f1_macro", "mean"), f1_std=("f1_macro", "std"),
+        accuracy_mean=("accuracy", "mean"), params=("params", "first"), model_bytes=("model_bytes", "first"),
+        latency_ms_mean=("latency_ms_mean", "mean"), latency_ms_std=("latency_ms_std", "mean"),
+    )
+    return agg.reset_index()

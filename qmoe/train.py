@@ -1,0 +1,75 @@
+"""Training loop shared by every variant: class-weighted CE, grad clipping, early stopping.
+
+Early stopping watches the validation loss of a split carved from the training folds (never the
+reported fold), and the best epoch's weights are kept. Deterministic given the seed.
+"""
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .variants import TrainConfig
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, n / (C * count); unseen classes get weight 0."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def fit(model: nn.Module, cfg: TrainConfig, X_fit: np.ndarray, y_fit: np.ndarray, X_val: np.ndarray,
+        y_val: np.ndarray, n_classes: int, seed: int = 0, progress: bool = True, desc: str = "train") -> dict:
+    """Train `model` in place (best validation epoch restored); return the training history."""
+    gen = seed_everything(seed)
+    Xf, yf = torch.as_tensor(X_fit, dtype=torch.float32), torch.as_tensor(y_fit, dtype=torch.long)
+    Xv, yv = torch.as_tensor(X_val, dtype=torch.float32), torch.as_tensor(y_val, dtype=torch.long)
+    weight = class_weights(y_fit, n_classes) if cfg.class_weighted else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer]
+    opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    aux = getattr(model, "auxiliary_loss", None)
+
+    best = {"loss": float("inf"), "epoch": -1, "state": None}
+    history = {"train_loss": [], "val_loss": []}
+    bar = tqdm(range(cfg.max_epochs), desc=desc, unit="ep", leave=False, disable=not progress)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(Xf), generator=gen)
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            loss = criterion(model(Xf[idx]), yf[idx])
+            if aux is not None:
+                loss = loss + aux()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.item() * len(idx)
+        model.eval()
+        with torch.no_grad():
+            val_loss = criterion(model(Xv), yv).item()
+        history["train_loss"].append(total / len(Xf))
+        history["val_loss"].append(val_loss)
+        if val_loss < best["loss"]:
+            best = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        elif epoch - best["epoch"] >= cfg.patience:
+            break
+        bar.set_postfix(val_loss=f"{val_loss:.3f}", best=best["epoch"])
+    model.load_state_dict(best["state"])
+    model.eval()
+    return {"best_epoch": best["epoch"], "epochs": len(history["val_loss"]), "best_val_loss": best["loss"], **history}

@@ -1,0 +1,98 @@
+"""The registry of named model variants, built by one factory (as timm does for its models).
+
+A variant is a paper name (`FP32-Base`, `Q4-Base`, `BitNet-Q4/8-QMoE-C`, ...) bound to a builder
+`builder(in_dim, n_classes, **options) -> nn.Module` and the training recipe the paper gives it.
+Modules declare their variants with `@register_variant(...)`; `create_model` is the only factory.
+
+Model protocol the trainer relies on (all optional except forward):
+- `forward(x) -> logits` of shape (batch, n_classes);
+- `auxiliary_loss() -> Tensor`: added to the loss after a training forward (MoE load balance);
+- `after_training() -> nn.Module`: called once training ends (post-training quantization);
+- `packed() -> nn.Module` with an `nbytes` attribute: the deployable form whose bytes are counted;
+- `routing_record(x) -> dict[str, ndarray]`: per-sample routing details (MoE only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+from typing import Callable
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation recipe. Defaults are the paper's single-model settings (Sec. 4.3)."""
+
+    optimizer: str = "adamw"  # adamw | adam
+    lr: float = 5.79e-4
+    weight_decay: float = 5.13e-3
+    batch_size: int = 64
+    max_epochs: int = 200
+    patience: int = 19
+    grad_clip: float = 1.0
+    class_weighted: bool = True
+    label_smoothing: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+MOE_TRAIN = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=1e-4, batch_size=256, max_epochs=200, patience=30)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    builder: Callable
+    train: TrainConfig = TrainConfig()
+    family: str = "single"  # single | moe
+    bits: float | None = None  # weight bit-width for single models (ternary: 1.58)
+    description: str = ""
+    options: dict = field(default_factory=dict)  # fixed keyword arguments for the builder
+
+
+_REGISTRY: dict[str, VariantSpec] = {}
+
+
+def register_variant(name: str, *, train: TrainConfig = TrainConfig(), family: str = "single",
+                     bits: float | None = None, description: str = "", **options):
+    """Decorator: register `builder` under the paper name `name` (with fixed builder options)."""
+
+    def deco(builder):
+        if name in _REGISTRY:
+            raise ConfigError(f"variant {name!r} registered twice")
+        _REGISTRY[name] = VariantSpec(name, builder, train, family, bits,
+                                      description or (builder.__doc__ or "").strip().split("\n")[0], options)
+        return builder
+
+    return deco
+
+
+def _load_all() -> None:
+    # Importing the modules runs their @register_variant decorators.
+    from . import experts  # noqa: F401
+    try:
+        from . import moe  # noqa: F401
+    except ImportError:  # the MoE module is optional while it is being built
+        pass
+
+
+def list_variants(family: str | None = None) -> list[str]:
+    _load_all()
+    return [n for n, s in _REGISTRY.items() if family is None or s.family == family]
+
+
+def get_variant(name: str) -> VariantSpec:
+    _load_all()
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(f"unknown variant {name!r}; known variants: {known}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, in_dim: int, n_classes: int, **overrides):
+    """Build variant `name` for `in_dim`-d embeddings and `n_classes` classes."""
+    if in_dim < 1 or n_classes < 2:
+        raise ConfigError(f"need in_dim >= 1 and n_classes >= 2, got {in_dim}, {n_classes}")
+    spec = get_variant(name)
+    return spec.builder(in_dim, n_classes, **{**spec.options, **overrides})
