@@ -1,3 +1,4 @@
+import qmoe  # noqa: F401  (first: fixes thread counts before numpy/torch load)
 """qmoe: curiosity-driven quantized Mixture-of-Experts for audio classification (Streamlit app)."""
 import streamlit as st
 

@@ -6,6 +6,7 @@ the same config never computes twice.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -21,9 +22,12 @@ from .datasets import get_dataset
 from .datasets.base import LEAKY_PROTOCOLS
 from .errors import ConfigError
 from .store import ResultStore, code_version, config_key
+from .energy import EnergyTracker
+from .measure import measure_model, torch_threads
 from .train import fit, seed_everything
 from .variants import create_model, get_variant
 
+THREADS = int(os.environ.get("QMOE_THREADS", "1"))  # fixed, so timings and float rounding are repeatable
 SELECTIONS = {
     "validation": "early stopping on a validation split carved from the training folds (leak-free)",
     "reported-fold": "early stopping on the reported fold, as the reference code does (optimistic, leaky)",
@@ -84,75 +88,52 @@ def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
     y = task.labels
 
     spec = get_variant(cfg.variant)
-    seed_everything(cfg.seed)
-    model = create_model(cfg.variant, ds.dim, n_classes, **cfg.options)
-    t0 = time.perf_counter()
-    history = fit(model, spec.train, Xs[fit_idx], y[fit_idx], Xs[val_idx], y[val_idx], n_classes, cfg.seed,
-                  progress=progress, desc=f"{cfg.variant} fold {cfg.fold}")
-    train_seconds = time.perf_counter() - t0
-    if save_model_to is not None:
-        checkpoint.save(model, save_model_to, cfg.variant, ds.dim, n_classes, mean, scale,
-                        {"config": config, "class_names": list(task.class_names), "key": key})
-    if hasattr(model, "after_training"):
-        model = model.after_training()
-    model.eval()
+    with torch_threads(THREADS):
+        seed_everything(cfg.seed)
+        model = create_model(cfg.variant, ds.dim, n_classes, **cfg.options)
+        t0 = time.perf_counter()
+        with EnergyTracker(n_items=len(fit_idx)) as tracker:
+            history = fit(model, spec.train, Xs[fit_idx], y[fit_idx], Xs[val_idx], y[val_idx], n_classes, cfg.seed,
+                          progress=progress, desc=f"{cfg.variant} fold {cfg.fold}")
+        train_seconds = time.perf_counter() - t0
+        if save_model_to is not None:
+            checkpoint.save(model, save_model_to, cfg.variant, ds.dim, n_classes, mean, scale,
+                            {"config": config, "class_names": list(task.class_names), "key": key})
+        if hasattr(model, "after_training"):
+            model = model.after_training()
+        model.eval()
 
-    with torch.no_grad():
-        logits = model(torch.as_tensor(Xs[test_idx]))
-    probs = torch.softmax(logits.float(), -1).numpy()
-    y_true, y_pred = y[test_idx], probs.argmax(1)
-    arrays = {"test_idx": test_idx, "y_true": y_true, "y_pred": y_pred, "probs": probs.astype(np.float32)}
-    if hasattr(model, "routing_record"):
-        torch.manual_seed(cfg.seed)
-        for k, v in model.routing_record(torch.as_tensor(Xs[test_idx])).items():
-            arrays[f"routing__{k}"] = np.asarray(v)
+        X_test = torch.as_tensor(Xs[test_idx])
+        with torch.no_grad():
+            probs = torch.softmax(model(X_test).float(), -1).numpy()
+        y_true, y_pred = y[test_idx], probs.argmax(1)
+        arrays = {"test_idx": test_idx, "y_true": y_true, "y_pred": y_pred, "probs": probs.astype(np.float32)}
+        if hasattr(model, "routing_record"):
+            for k, v in model.routing_record(X_test).items():
+                arrays[f"routing__{k}"] = np.asarray(v)
+        measured = measure_model(model, X_test, batch_size=len(test_idx), threads=THREADS,
+                                 rss=cfg.fold == ds.fold_ids(cfg.protocol)[0])  # peak RAM once per config
+    arrays["latency_timings_ms"] = measured.pop("latency_timings_ms")
 
     record = {
         "config": config,
         "dataset": cfg.dataset, "task": cfg.task, "protocol": cfg.protocol, "variant": cfg.variant,
         "fold": cfg.fold, "seed": cfg.seed, "selection": cfg.selection, "options": cfg.options,
         "leaky": cfg.protocol in LEAKY_PROTOCOLS or cfg.selection == "reported-fold",
-        "family": spec.family, "bits": spec.bits,
+        "family": spec.family, "bits": spec.bits, "class_names": list(task.class_names),
+        "expert_names": list(getattr(model, "expert_names", [])),
         "f1_macro": float(f1_score(y_true, y_pred, average="macro")),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "n_train": int(len(fit_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
         "best_epoch": history["best_epoch"], "epochs": history["epochs"],
         "train_seconds": train_seconds,
-        **model_size(model),
+        "train_energy_mj": tracker.record.energy_mj, "train_co2_ug": tracker.record.co2_ug,
         "code_version": code_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **measured,
     }
-    record.update(measure_run(model, Xs[test_idx]))
     store.put(key, record, arrays)
     return store.get(key)
-
-
-def model_size(model) -> dict:
-    params = sum(p.numel() for p in model.parameters())
-    if params == 0:  # e.g. a dynamically quantized model keeps its weights in packed params
-        params = sum(int(np.prod(t.shape)) for t in _packed_tensors(model))
-    packed = model.packed() if hasattr(model, "packed") else None
-    nbytes = getattr(packed, "nbytes", None)
-    if nbytes is None:
-        nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values() if torch.is_tensor(t))
-    return {"params": int(params), "model_bytes": int(nbytes)}
-
-
-def _packed_tensors(model):
-    for v in model.state_dict().values():
-        if torch.is_tensor(v):
-            yield v
-        elif isinstance(v, tuple):
-            yield from (t for t in v if torch.is_tensor(t))
-
-
-def measure_run(model, X_test: np.ndarray) -> dict:
-    """Latency and memory of the trained model (the measurement module, when present)."""
-    try:
-        from .measure import measure_model
-    except ImportError:
-        return {}
-    return measure_model(model, X_test)
 
 
 def run_grid(dataset: str = "esc50", tasks=("major",), protocols=("predefined",), variants=("FP32-Base",),

@@ -54,26 +54,26 @@ class MLPExpert(nn.Module):
 class Int8PTQExpert(MLPExpert):
     """FP32 MLP during training; int8 dynamic PTQ of its Linears once training ends."""
 
-    def __init__(self, in_dim: int, n_classes: int, backend: str = "torch.ao", **kw):
+    def __init__(self, in_dim: int, n_classes: int, backend: str = "torch.ao", per_sample: bool = True, **kw):
         if backend not in PTQ_BACKENDS:
             raise ConfigError(f"unknown PTQ backend {backend!r}; choose from {', '.join(PTQ_BACKENDS)}")
         super().__init__(in_dim, n_classes, **kw)
-        self.backend = backend
+        self.backend, self.per_sample = backend, bool(per_sample)
 
     def after_training(self) -> nn.Module:
-        return quantize_int8(self, self.backend)
+        return quantize_int8(self, self.backend, self.per_sample)
 
     def packed(self) -> nn.Module:
         return self.after_training()
 
 
-def _kbit(in_dim: int, n_classes: int, bits: int, **kw) -> MLPExpert:
+def _kbit(in_dim: int, n_classes: int, width: int, **kw) -> MLPExpert:
     """A Qk-Base MLP; a `bits` option may only repeat the width its name fixes."""
     if "bits" in kw:
         asked = check_bits(kw.pop("bits"))
-        if asked != bits:
-            raise ConfigError(f"Q{bits}-Base is the {bits}-bit variant; for bits={asked} use Q{asked}-Base")
-    return MLPExpert(in_dim, n_classes, layer=lambda i, o: BitLinear(i, o, bits=bits), **kw)
+        if asked != width:
+            raise ConfigError(f"Q{width}-Base is the {width}-bit variant; for bits={asked} use Q{asked}-Base")
+    return MLPExpert(in_dim, n_classes, layer=lambda i, o: BitLinear(i, o, bits=width), **kw)
 
 
 @register_variant("FP32-Base", bits=32)
@@ -137,14 +137,15 @@ def bitnet_base(in_dim: int, n_classes: int, act_delta: float = 0.05, weight_del
 
 
 @register_variant("Q8-Base-PTQ", bits=8)
-def q8_base_ptq(in_dim: int, n_classes: int, backend: str = "torch.ao", **kw) -> nn.Module:
+def q8_base_ptq(in_dim: int, n_classes: int, backend: str = "torch.ao", per_sample: bool = True, **kw) -> nn.Module:
     """FP32 MLP, int8 dynamic post-training quantization of all its Linears after training.
 
     The reference's `qesc`: `quantize_dynamic(model, {nn.Linear}, qint8)`, per-tensor weight
     scales, activations quantized on the fly; LayerNorms stay FP32. See `qmoe.ptq` for why
-    torch.ao rather than torchao.
+    torch.ao rather than torchao, and why each clip is run alone by default (`per_sample`): one
+    activation scale per input tensor would make a clip's prediction depend on its batch.
     """
-    return Int8PTQExpert(in_dim, n_classes, backend=backend, **kw)
+    return Int8PTQExpert(in_dim, n_classes, backend=backend, per_sample=per_sample, **kw)
 
 
 @register_variant("Popcount-Base", bits=1)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import QmoeError
 from .variants import TrainConfig
 
 
@@ -63,6 +64,8 @@ def fit(model: nn.Module, cfg: TrainConfig, X_fit: np.ndarray, y_fit: np.ndarray
         model.eval()
         with torch.no_grad():
             val_loss = criterion(model(Xv), yv).item()
+        if not np.isfinite(val_loss) or not np.isfinite(total):
+            raise QmoeError(f"training diverged at epoch {epoch} (loss is not finite); check the inputs for NaN/inf")
         history["train_loss"].append(total / len(Xf))
         history["val_loss"].append(val_loss)
         if val_loss < best["loss"]:

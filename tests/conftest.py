@@ -3,6 +3,9 @@ import os
 import sys
 from pathlib import Path
 
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy/torch load
+    os.environ.setdefault(_var, "1")
+
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent

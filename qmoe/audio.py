@@ -1,0 +1,166 @@
+"""Audio front end: any common audio file -> float32 mono samples at the recipe's rate.
+
+Decoding reproduces ``librosa.load(path, sr=22050)`` sample for sample (soundfile/libsndfile
+decode, ``librosa.to_mono``, ``librosa.resample(res_type="soxr_hq")``), because the ESC-50
+figures the models were trained on were rendered from audio loaded that way. Formats are what
+libsndfile decodes: wav, flac, ogg (vorbis, opus), mp3, aiff, ... (no ffmpeg fallback).
+
+Every way an upload can be unusable ends in an ``AudioError`` whose message says what is wrong
+and what to do, so the app can show it as is.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import librosa
+import numpy as np
+import soundfile as sf
+
+from qmoe.errors import AudioError, ConfigError
+
+SAMPLE_RATE = 22050            # the recipe's rate (dataset README, step 1)
+MAX_SECONDS = 60.0             # longer clips are trimmed (flagged) or refused
+MIN_SECONDS = 0.1              # shorter than this there is no spectrogram to speak of
+MAX_BYTES = 50_000_000         # checked before decoding: 60 s of 48 kHz stereo float WAV is 23 MB
+SILENCE_PEAK = 1e-4            # peak |sample| below this (-80 dBFS) counts as silent;
+                               # the quietest ESC-50 fold-4 clip peaks at 0.022 (-33 dBFS)
+MP3_FRAME_TOLERANCE = 0.01     # libsndfile's MP3 frame count can be an estimate
+FORMATS_HINT = "wav, flac, ogg or mp3"
+
+
+@dataclass(frozen=True, eq=False)
+class AudioClip:
+    """Decoded audio, ready for rendering, plus what the user should know about it."""
+
+    samples: np.ndarray = field(repr=False)   # float32, mono, at `sr`, read-only
+    sr: int
+    duration_s: float
+    original_sr: int
+    channels: int
+    trimmed: bool                              # True if cut to max_seconds
+    source: str                                # file name, for messages and display
+
+
+def load_audio(source, sr: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
+               on_long: str = "trim", max_bytes: int = MAX_BYTES) -> AudioClip:
+    """Decode `source` (path, bytes, or binary file-like such as Streamlit's UploadedFile).
+
+    Raises AudioError for empty, oversized, non-audio, truncated/corrupt, sample-less,
+    NaN/inf, silent, too short, or (with ``on_long="refuse"``) too long input.
+    """
+    if on_long not in ("trim", "refuse"):
+        raise ConfigError(f"on_long must be 'trim' or 'refuse', got {on_long!r}.")
+    if not (isinstance(sr, (int, np.integer)) and sr > 0):
+        raise ConfigError(f"sr must be a positive integer sample rate, got {sr!r}.")
+    if not max_seconds > 0:
+        raise ConfigError(f"max_seconds must be positive, got {max_seconds!r}.")
+
+    data, name = _read_bytes(source, max_bytes)
+    raw, native_sr, channels, trimmed = _decode(data, name, max_seconds, on_long)
+
+    y = raw[:, 0] if channels == 1 else librosa.to_mono(raw.T)
+    y = librosa.resample(y, orig_sr=native_sr, target_sr=int(sr), res_type="soxr_hq")
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    y.flags.writeable = False                    # a clip is a value: safe to cache and share
+
+    if len(y) < MIN_SECONDS * sr:
+        raise AudioError(f"{name} is too short ({len(raw) / native_sr:.3f} s); "
+                         f"give a clip of at least {MIN_SECONDS} s.")
+    peak = float(np.abs(y).max())
+    if peak < SILENCE_PEAK:
+        raise AudioError(f"{name} is silent (peak amplitude {peak:.1e}, below {SILENCE_PEAK:g} "
+                         f"= -80 dBFS); record or choose a clip with audible sound.")
+    return AudioClip(samples=y, sr=int(sr), duration_s=len(y) / sr, original_sr=native_sr,
+                     channels=channels, trimmed=trimmed, source=name)
+
+
+def _read_bytes(source, max_bytes: int) -> tuple[bytes, str]:
+    """All input bytes, refusing oversized input before anything is decoded."""
+    too_big = (f"is larger than the {max_bytes / 1e6:g} MB limit; "
+               f"upload a shorter clip (at most {MAX_SECONDS:g} s are used anyway).")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise AudioError(f"Audio file not found: {path}.")
+        if path.stat().st_size > max_bytes:
+            raise AudioError(f"{path.name} {too_big}")
+        data, name = path.read_bytes(), path.name
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) > max_bytes:
+            raise AudioError(f"The audio {too_big}")
+        data, name = bytes(source), "uploaded audio"
+    elif hasattr(source, "read"):
+        name = Path(str(getattr(source, "name", "") or "uploaded audio")).name
+        size = getattr(source, "size", None)
+        if isinstance(size, int) and size > max_bytes:
+            raise AudioError(f"{name} {too_big}")
+        if hasattr(source, "seek"):
+            source.seek(0)
+        data = source.read(max_bytes + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"{name} must be opened in binary mode.")
+        if len(data) > max_bytes:
+            raise AudioError(f"{name} {too_big}")
+    else:
+        raise TypeError(f"load_audio takes a path, bytes or a binary file-like, "
+                        f"not {type(source).__name__}.")
+    if len(data) == 0:
+        raise AudioError(f"{name} is empty (0 bytes); choose a {FORMATS_HINT} file with sound in it.")
+    return bytes(data), name
+
+
+def _decode(data: bytes, name: str, max_seconds: float, on_long: str):
+    """(frames x channels float32, native rate, channels, trimmed), as librosa.load decodes."""
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            native_sr, channels, declared = f.samplerate, f.channels, f.frames
+            fmt, log = f.format, f.extra_info
+            limit = int(max_seconds * native_sr)
+            if declared > limit and on_long == "refuse":
+                raise _too_long(name, declared / native_sr, max_seconds)
+            raw = f.read(frames=limit if declared > limit else -1, dtype="float32", always_2d=True)
+    except sf.LibsndfileError as e:
+        if "not recognised" in str(e).lower():
+            raise AudioError(f"{name} is not an audio file this app can read (format not recognised); "
+                             f"upload {FORMATS_HINT}.") from None
+        raise AudioError(f"{name} is corrupt or truncated ({e.error_string}); "
+                         f"re-export or re-download the file.") from None
+    except RuntimeError as e:   # other soundfile failures: still the file's fault
+        raise AudioError(f"{name} could not be decoded ({e}); re-export it as {FORMATS_HINT}.") from None
+
+    trimmed = declared > limit
+    if len(raw) > limit:        # the header understated the length
+        if on_long == "refuse":
+            raise _too_long(name, len(raw) / native_sr, max_seconds)
+        raw, trimmed = raw[:limit], True
+    if not trimmed and _looks_truncated(len(raw), declared, fmt, log):
+        raise AudioError(f"{name} is truncated: it ends before the length its header announces "
+                         f"({len(raw)} of {declared} frames); re-export or re-download the file.")
+    if len(raw) == 0:
+        raise AudioError(f"{name} contains no audio samples; choose a clip with sound in it.")
+    if not np.isfinite(raw).all():
+        raise AudioError(f"{name} contains NaN or infinite sample values; "
+                         f"re-export it as 16-bit PCM (wav or flac).")
+    return raw, native_sr, channels, trimmed
+
+
+def _looks_truncated(n_read: int, declared: int, fmt: str, log: str) -> bool:
+    """libsndfile decodes cut files quietly; these are the traces it leaves."""
+    tolerance = MP3_FRAME_TOLERANCE * declared if fmt == "MP3" else 0
+    if n_read < declared - tolerance:
+        return True
+    # WAV-like: the data chunk announces more bytes than the file holds ("data : N (should be M)");
+    # streaming writers leave 0 or 0xFFFFFFFF placeholders, which are not truncation.
+    for announced, actual in re.findall(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)", log):
+        if int(actual) < int(announced) < 0xFFFFFF00:
+            return True
+    return "lacks an end-of-stream bit" in log   # Ogg cut between pages
+
+
+def _too_long(name: str, seconds: float, max_seconds: float) -> AudioError:
+    return AudioError(f"{name} is {seconds:.1f} s long, over the {max_seconds:g} s limit; "
+                      f"cut it to at most {max_seconds:g} s (or let the app trim it).")

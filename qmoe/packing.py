@@ -1,0 +1,205 @@
+"""Deployable experts: weights stored at their bit-width, a forward pass that runs on that storage.
+
+The reference implementation only simulates low precision, so its sizes do not move with the
+bit-width. Here each quantized layer becomes a packed module holding exactly what a device would
+store: 1-, 2- and 4-bit codes packed into bytes (8/4/2 per byte, little-endian within a byte),
+ternary codes at 2 bits, int8 and int16 codes as such, popcount weights as bits in 64-bit words;
+plus the FP32 scales, biases and LayerNorms. `nbytes` counts every stored tensor, nothing else.
+
+Forward passes decode the codes (one table lookup per byte) into the same integer-valued matrix
+the fake-quant layer builds, so packed and fake-quant logits agree to float rounding. The
+popcount layer never decodes: it XORs the packed bits and counts them (numpy's popcount ufunc).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .quantizers import BitLinear, PopcountLinear, TernaryLinear, int8_activations, ternary_activations
+
+WORD_BITS = 64  # popcount operands are 64-bit words
+POPCOUNT_CHUNK = 1 << 20  # words XORed at once in the popcount forward (bounds temporary memory)
+
+
+def tensor_bytes(module: nn.Module) -> int:
+    """Bytes of every parameter and buffer of `module` (each tensor counted once)."""
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+# --- bit packing --------------------------------------------------------------------------------
+
+def _check_pack_bits(bits: int) -> int:
+    if bits not in (1, 2, 4):
+        raise ValueError(f"can pack 1, 2 or 4 bits per code into bytes, not {bits}")
+    return bits
+
+
+def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack unsigned integer codes (< 2^bits) along the last dim into uint8, 8 // bits per byte."""
+    per = 8 // _check_pack_bits(bits)
+    if codes.numel() and (codes.min() < 0 or codes.max() >= 2 ** bits):
+        raise ValueError(f"codes must lie in [0, {2 ** bits - 1}] to pack into {bits} bits")
+    codes = F.pad(codes.to(torch.uint8), (0, -codes.shape[-1] % per))
+    groups = codes.reshape(*codes.shape[:-1], -1, per)
+    shifts = torch.arange(per, dtype=torch.uint8) * bits
+    return (groups << shifts).sum(-1).to(torch.uint8)  # the fields do not overlap: sum == OR
+
+
+def unpack_bits(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """Inverse of `pack_bits`: the first `n` codes of the last dim, as uint8."""
+    per = 8 // _check_pack_bits(bits)
+    shifts = torch.arange(per, dtype=torch.uint8) * bits
+    codes = (packed[..., None] >> shifts) & (2 ** bits - 1)
+    return codes.reshape(*packed.shape[:-1], -1)[..., :n]
+
+
+def decode_table(bits: int, offset: int, values=None) -> torch.Tensor:
+    """(256, 8 // bits) float table: byte -> its codes minus `offset` (or mapped through `values`)."""
+    fields = unpack_bits(torch.arange(256, dtype=torch.uint8)[:, None], bits, 8 // bits).long()
+    return (torch.as_tensor(values, dtype=torch.float32)[fields] if values is not None
+            else fields.float() - offset)
+
+
+def pack_signs(signs: torch.Tensor) -> np.ndarray:
+    """+-1 rows -> bits (1 where +1) in little-endian uint64 words, zero-padded to whole words."""
+    bits = (signs > 0).numpy()
+    bits = np.pad(bits, ((0, 0), (0, -bits.shape[1] % WORD_BITS)))
+    return np.packbits(bits, axis=1, bitorder="little").view(np.uint64)
+
+
+# --- packed layers ------------------------------------------------------------------------------
+
+class PackedBitLinear(nn.Module):
+    """BitLinear at its bit-width: codes in 1/2/4 bits per weight (packed), int8 or int16."""
+
+    def __init__(self, layer: BitLinear):
+        super().__init__()
+        codes, scale = layer.quantized_weight()
+        self.bits, self.in_features, self.out_features = layer.bits, layer.in_features, layer.out_features
+        self.norm = copy.deepcopy(layer.norm)
+        offset = 2 ** (self.bits - 1)
+        if self.bits == 1:  # {-1, +1} -> {0, 1}
+            stored, self._table = pack_bits((codes > 0).to(torch.uint8), 1), decode_table(1, 0, (-1.0, 1.0))
+        elif self.bits <= 4:
+            stored, self._table = pack_bits((codes + offset).to(torch.uint8), self.bits), decode_table(self.bits, offset)
+        else:
+            stored, self._table = codes.to(torch.int8 if self.bits == 8 else torch.int16), None
+        self.register_buffer("weight_codes", stored)
+        self.register_buffer("scale", scale.detach().reshape(()).clone())
+        self.register_buffer("bias", layer.bias.detach().clone())
+
+    def decoded_weight(self) -> torch.Tensor:
+        """The integer-valued (out, in) float matrix the codes stand for."""
+        if self._table is None:
+            return self.weight_codes.float()
+        return self._table[self.weight_codes.long()].reshape(self.out_features, -1)[:, :self.in_features]
+
+    @property
+    def weight_nbytes(self) -> int:
+        return self.weight_codes.numel() * self.weight_codes.element_size() + self.scale.element_size()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xc, sx = int8_activations(self.norm(x))
+        return F.linear(xc, self.decoded_weight()) * (self.scale / sx) + self.bias
+
+
+class PackedTernaryLinear(nn.Module):
+    """BitNet layer with its {-1, 0, 1} codes stored at 2 bits each, per-row FP32 scales."""
+
+    def __init__(self, layer: TernaryLinear):
+        super().__init__()
+        codes, alpha = layer.quantized_weight()
+        self.in_features, self.out_features, self.act_delta = layer.in_features, layer.out_features, layer.act_delta
+        self.norm = copy.deepcopy(layer.norm)
+        self.register_buffer("weight_codes", pack_bits((codes + 1).to(torch.uint8), 2))
+        self.register_buffer("alpha", alpha.detach().clone())
+        self.register_buffer("bias", layer.bias.detach().clone())
+        self._table = decode_table(2, 1)
+
+    def decoded_weight(self) -> torch.Tensor:
+        return self._table[self.weight_codes.long()].reshape(self.out_features, -1)[:, :self.in_features]
+
+    @property
+    def weight_nbytes(self) -> int:
+        return self.weight_codes.numel() + self.alpha.numel() * self.alpha.element_size()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xc = ternary_activations(self.norm(x), self.act_delta)
+        return F.linear(xc, self.decoded_weight()) * self.alpha + self.bias
+
+
+class PackedPopcountLinear(nn.Module):
+    """Eq. 4 on bits: y = popcount(x_b XOR w_b) - d/2, with a real popcount and no multiply."""
+
+    def __init__(self, layer: PopcountLinear):
+        super().__init__()
+        self.in_features, self.out_features, self.tau = layer.in_features, layer.out_features, layer.tau
+        words = pack_signs(layer.quantized_weight())
+        self.register_buffer("weight_bits", torch.from_numpy(words.view(np.uint8).copy()))
+
+    @property
+    def weight_nbytes(self) -> int:
+        return self.weight_bits.numel()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xw = pack_signs(torch.where(x.detach() > self.tau, 1.0, -1.0))
+        ww = self.weight_bits.numpy().view(np.uint64)
+        rows = max(1, POPCOUNT_CHUNK // ww.size)
+        mismatches = np.empty((len(xw), self.out_features), dtype=np.int64)
+        for i in range(0, len(xw), rows):
+            mismatches[i:i + rows] = np.bitwise_count(xw[i:i + rows, None, :] ^ ww[None]).sum(-1, dtype=np.int64)
+        return torch.from_numpy(mismatches).float() - self.in_features / 2
+
+
+PACKERS = {BitLinear: PackedBitLinear, TernaryLinear: PackedTernaryLinear, PopcountLinear: PackedPopcountLinear}
+
+
+def pack_layer(module: nn.Module) -> nn.Module:
+    """The deployable copy of one layer: packed if quantized, dropped if Dropout, else an FP32 copy."""
+    for kind, packer in PACKERS.items():
+        if isinstance(module, kind):
+            return packer(module)
+    if isinstance(module, nn.Dropout):
+        return nn.Identity()
+    return copy.deepcopy(module)
+
+
+class PackedMLP(nn.Module):
+    """An `MLPExpert` in deployable form (inference only). `nbytes`: all stored bytes.
+
+    `quantized_nbytes` / `quantized_fp32_nbytes`: the quantized layers' weight storage (codes +
+    their scales) against the same weights in FP32; everything else (biases, LayerNorms, the final
+    classifier) stays FP32 and is counted in `nbytes`.
+    """
+
+    def __init__(self, expert: nn.Module):
+        super().__init__()
+        self.body = nn.Sequential(*[pack_layer(m) for m in expert.body])
+        self.head = copy.deepcopy(expert.head)
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes(self)
+
+    @property
+    def quantized_nbytes(self) -> int:
+        return sum(m.weight_nbytes for m in self.body if hasattr(m, "weight_nbytes"))
+
+    @property
+    def quantized_fp32_nbytes(self) -> int:
+        return sum(4 * m.in_features * m.out_features for m in self.body if hasattr(m, "weight_nbytes"))
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
