@@ -85,6 +85,17 @@ def cmd_classify(a):
         print(f"{f}: {p.label}  [{top}]")
 
 
+def cmd_reproduce(a):
+    from .reproduce import reproduce, stages
+
+    if a.list:
+        for name, cfgs in stages(a.seeds).items():
+            print(f"{len(cfgs):5d} runs  {name}")
+        return
+    n = reproduce(workers=a.workers, only=a.only, seeds=a.seeds)
+    print(f"computed {n} runs; every result is in results/ (python -m qmoe results --csv)")
+
+
 def cmd_check_audio(a):
     from .inference import audio_path_check, shipped_models
 
@@ -136,6 +147,13 @@ def main(argv=None) -> int:
     s.add_argument("files", nargs="+")
     s.add_argument("--model", default="esc50 / major / FP32-Base")
     s.set_defaults(fn=cmd_classify)
+
+    s = sub.add_parser("reproduce", help="run the whole ESC-50 grid (resumable; finished runs are skipped)")
+    s.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
+    s.add_argument("--only", action="append", help="run only this stage (repeatable; see --list)")
+    s.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4], help="seeds of the variance stages")
+    s.add_argument("--list", action="store_true", help="list the stages and their sizes")
+    s.set_defaults(fn=cmd_reproduce)
 
     s = sub.add_parser("check-audio", help="fold-4 F1 through the audio path vs the shared figures")
     s.add_argument("--model", default="esc50 / major / FP32-Base")

@@ -1,0 +1,79 @@
+"""`python -m qmoe reproduce`: the whole ESC-50 grid of the paper, resumable and crash-safe.
+
+The grid is data (stages of RunConfigs). Every run is cached atomically under its config hash, so an
+interrupted reproduce resumes where it stopped and a finished run is never redone. Runs are spread
+over worker processes that each load the dataset and the registry once (the naive alternative,
+one fresh process per config, is what `bench/grid.py` compares against).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+
+from tqdm.auto import tqdm
+
+from .experiment import RunConfig, run, run_key
+from .store import ResultStore
+
+SINGLE = ("FP32-Base", "Q1-Base", "Q2-Base", "Q4-Base", "Q8-Base", "Q16-Base", "BitNet-Base", "Q8-Base-PTQ",
+          "Popcount-Base")
+MOE = ("BitNet-Q4/8/16-QMoE", "BitNet-Q8/16-PTQ-QMoE", "BitNet-Q8PTQ-QMoE", "BitNet-Q4/8-QMoE-uniform",
+       "BitNet-Q4/8-QMoE-C@0.2", "BitNet-Q4/8-QMoE-C@0.3", "BitNet-Q4/8/16-QMoE-C@0.3",
+       "BitNet-Q8/16-PTQ-QMoE-C@0.3", "BitNet-Q8PTQ-QMoE-C@0.3")
+SWEEP_VARIANT = "BitNet-Q4/8-QMoE-C@0.3"
+SWEEP_ALPHAS = (0.0, 0.02, 0.1, 0.2, 0.3, 0.5, 1.0)
+VARIANCE_VARIANTS = ("BitNet-Q4/8-QMoE-uniform", "BitNet-Q4/8-QMoE-C@0.2", "BitNet-Q4/8-QMoE-C@0.3", "Q8-Base",
+                     "Q16-Base")
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def _grid(variants, tasks, protocols, seeds=(0,), folds=(1, 2, 3, 4, 5), **kw) -> list[RunConfig]:
+    return [RunConfig("esc50", t, p, v, f, s, **kw) for t in tasks for p in protocols for v in variants
+            for s in seeds for f in folds]
+
+
+def stages(seeds=SEEDS) -> dict[str, list[RunConfig]]:
+    """The grid, in the order it is run (most important first, so a partial run is still useful)."""
+    sweep = [replace(c, options={"alpha": a}) for a in SWEEP_ALPHAS
+             for c in _grid([SWEEP_VARIANT], ["major"], ["predefined"], seeds)]
+    return {
+        "single models (predefined)": _grid(SINGLE, ["major", "class"], ["predefined"]),
+        "MoE (predefined)": _grid(MOE, ["major", "class"], ["predefined"]),
+        "variance over seeds": _grid(VARIANCE_VARIANTS, ["major"], ["predefined", "paper"], seeds),
+        "alpha sweep": sweep,
+        "paper protocol": _grid(SINGLE + MOE, ["major", "class"], ["paper"]),
+        "reference model selection": _grid(("FP32-Base", "Q4-Base"), ["major"], ["paper"],
+                                           selection="reported-fold"),
+    }
+
+
+def _run_one(cfg: RunConfig, root: str) -> tuple[RunConfig, float]:
+    rec = run(cfg, ResultStore(root), progress=False)
+    return cfg, rec["f1_macro"]
+
+
+def reproduce(store: ResultStore | None = None, workers: int | None = None, only: list[str] | None = None,
+              seeds=SEEDS, on_progress=None) -> int:
+    """Run every stage (or `only` those named); returns the number of runs computed now."""
+    store = store or ResultStore()
+    plan = [(name, c) for name, cfgs in stages(seeds).items() if not only or name in only for c in cfgs]
+    todo = [(name, c) for name, c in plan if not _cached(c, store)]
+    workers = workers or max(1, min(len(todo), os.cpu_count() or 1))
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="reproduce", unit="run")
+    done = 0
+    with ProcessPoolExecutor(workers) as pool:
+        futures = {pool.submit(_run_one, c, str(store.root)): name for name, c in todo}
+        for fut in as_completed(futures):
+            cfg, f1 = fut.result()
+            done += 1
+            bar.update(1)
+            bar.set_postfix_str(f"{futures[fut]}: {cfg.variant} {cfg.task} fold {cfg.fold} F1 {f1:.3f}")
+            if on_progress:
+                on_progress(len(plan) - len(todo) + done, len(plan))
+    bar.close()
+    return done
+
+
+def _cached(cfg: RunConfig, store: ResultStore) -> bool:
+    return store.get(run_key(cfg)) is not None
