@@ -23,11 +23,12 @@ from .datasets.base import LEAKY_PROTOCOLS
 from .errors import ConfigError
 from .store import ResultStore, code_version, config_key
 from .energy import EnergyTracker
-from .measure import measure_model, torch_threads
+from .measure import measure_model, model_bytes, param_count, torch_threads
 from .train import fit, seed_everything
 from .variants import create_model, get_variant
 
 THREADS = int(os.environ.get("QMOE_THREADS", "1"))  # fixed, so timings and float rounding are repeatable
+SCALE_FLOOR = 0.1
 LATENCY_STRIDE, LATENCY_ROUNDS = 4, 3  # per-sample latency over every 4th test clip (100 distinct), 3 rounds
 SELECTIONS = {
     "validation": "early stopping on a validation split carved from the training folds (leak-free)",
@@ -57,7 +58,7 @@ def full_config(cfg: RunConfig, ds) -> dict:
     """Everything that determines a run's result (the cache key is its hash)."""
     spec = get_variant(cfg.variant)
     return {**asdict(cfg), "train": spec.train.to_dict(), "embedding": ds.embedding_info,
-            "standardize": "StandardScaler fitted on the training folds", "engine": 1}
+            "standardize": f"z-score fitted on the training folds, std floored at {SCALE_FLOOR} x median std", "engine": 1}
 
 
 def run_key(cfg: RunConfig) -> str:
@@ -66,9 +67,10 @@ def run_key(cfg: RunConfig) -> str:
 
 
 def _scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and a floored std: near-constant features (float16 noise) must not blow up to |z| ~ 1000."""
     mean = X.mean(0)
-    scale = X.std(0)
-    return mean.astype(np.float32), np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
+    std = X.std(0)
+    return mean.astype(np.float32), np.maximum(std, SCALE_FLOOR * np.median(std)).astype(np.float32)
 
 
 def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
@@ -117,8 +119,10 @@ def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
         if hasattr(model, "routing_record"):
             for k, v in model.routing_record(X_test).items():
                 arrays[f"routing__{k}"] = np.asarray(v)
-        measured = measure_model(model, X_test[::LATENCY_STRIDE], batch_size=len(test_idx), rounds=LATENCY_ROUNDS,
+        deploy = model.packed() if hasattr(model, "packed") else model  # what a device would run
+        measured = measure_model(deploy, X_test[::LATENCY_STRIDE], batch_size=len(test_idx), rounds=LATENCY_ROUNDS,
                                  threads=THREADS, rss=cfg.fold == ds.fold_ids(cfg.protocol)[0])  # RAM once per config
+        measured.update(params=param_count(model), model_bytes=model_bytes(model))
     arrays["latency_timings_ms"] = measured.pop("latency_timings_ms")
 
     record = {

@@ -25,16 +25,18 @@ def model_file_stem(dataset: str, task: str, variant: str) -> str:
 
 
 def shipped_models() -> dict[str, Path]:
-    """Display name ('esc50 / major / FP32-Base') -> checkpoint path."""
+    """Display name ('esc50 / major / FP32-Base') -> checkpoint path; the paper's task first."""
+    import json
+
     out = {}
-    for p in sorted(paths.MODELS_DIR.glob("*.safetensors")):
+    for p in paths.MODELS_DIR.glob("*.safetensors"):
         meta_path = p.with_suffix(".json")
         if meta_path.exists():
-            import json
-
-            cfg = json.loads(meta_path.read_text()).get("config", {})
-            out[f"{cfg.get('dataset')} / {cfg.get('task')} / {json.loads(meta_path.read_text())['variant']}"] = p
-    return out
+            meta = json.loads(meta_path.read_text())
+            cfg = meta.get("config", {})
+            out[f"{cfg.get('dataset')} / {cfg.get('task')} / {meta['variant']}"] = p
+    order = {"major": 0, "class": 1}
+    return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0].split(" / ")[1], 2), kv[0])))
 
 
 @lru_cache(maxsize=16)

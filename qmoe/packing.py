@@ -6,7 +6,7 @@ store: 1-, 2- and 4-bit codes packed into bytes (8/4/2 per byte, little-endian w
 ternary codes at 2 bits, int8 and int16 codes as such, popcount weights as bits in 64-bit words;
 plus the FP32 scales, biases and LayerNorms. `nbytes` counts every stored tensor, nothing else.
 
-Forward passes decode the codes (one table lookup per byte) into the same integer-valued matrix
+Forward passes decode the codes (a few shifts and masks per byte) into the same integer-valued matrix
 the fake-quant layer builds, so packed and fake-quant logits agree to float rounding. The
 popcount layer never decodes: it XORs the packed bits and counts them (numpy's popcount ufunc).
 """
@@ -56,17 +56,14 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
 def unpack_bits(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     """Inverse of `pack_bits`: the first `n` codes of the last dim, as uint8."""
-    per = 8 // _check_pack_bits(bits)
-    shifts = torch.arange(per, dtype=torch.uint8) * bits
-    codes = (packed[..., None] >> shifts) & (2 ** bits - 1)
+    per, mask = 8 // _check_pack_bits(bits), 2 ** bits - 1
+    codes = torch.stack([(packed >> (i * bits)) & mask for i in range(per)], dim=-1)
     return codes.reshape(*packed.shape[:-1], -1)[..., :n]
 
 
-def decode_table(bits: int, offset: int, values=None) -> torch.Tensor:
-    """(256, 8 // bits) float table: byte -> its codes minus `offset` (or mapped through `values`)."""
-    fields = unpack_bits(torch.arange(256, dtype=torch.uint8)[:, None], bits, 8 // bits).long()
-    return (torch.as_tensor(values, dtype=torch.float32)[fields] if values is not None
-            else fields.float() - offset)
+def decode(packed: torch.Tensor, bits: int, n: int, step: float, offset: float) -> torch.Tensor:
+    """Packed unsigned codes -> the float values `code * step - offset` (first `n` per row)."""
+    return unpack_bits(packed, bits, n).float().mul_(step).sub_(offset)
 
 
 def pack_signs(signs: torch.Tensor) -> np.ndarray:
@@ -86,22 +83,22 @@ class PackedBitLinear(nn.Module):
         codes, scale = layer.quantized_weight()
         self.bits, self.in_features, self.out_features = layer.bits, layer.in_features, layer.out_features
         self.norm = copy.deepcopy(layer.norm)
-        offset = 2 ** (self.bits - 1)
-        if self.bits == 1:  # {-1, +1} -> {0, 1}
-            stored, self._table = pack_bits((codes > 0).to(torch.uint8), 1), decode_table(1, 0, (-1.0, 1.0))
-        elif self.bits <= 4:
-            stored, self._table = pack_bits((codes + offset).to(torch.uint8), self.bits), decode_table(self.bits, offset)
+        if self.bits == 1:  # {-1, +1} stored as {0, 1}: value = 2 * bit - 1
+            stored, self._affine = pack_bits((codes > 0).to(torch.uint8), 1), (2.0, 1.0)
+        elif self.bits <= 4:  # [-2^(k-1), 2^(k-1) - 1] stored offset by 2^(k-1)
+            offset = 2 ** (self.bits - 1)
+            stored, self._affine = pack_bits((codes + offset).to(torch.uint8), self.bits), (1.0, float(offset))
         else:
-            stored, self._table = codes.to(torch.int8 if self.bits == 8 else torch.int16), None
+            stored, self._affine = codes.to(torch.int8 if self.bits == 8 else torch.int16), None
         self.register_buffer("weight_codes", stored)
         self.register_buffer("scale", scale.detach().reshape(()).clone())
         self.register_buffer("bias", layer.bias.detach().clone())
 
     def decoded_weight(self) -> torch.Tensor:
         """The integer-valued (out, in) float matrix the codes stand for."""
-        if self._table is None:
+        if self._affine is None:
             return self.weight_codes.float()
-        return self._table[self.weight_codes.long()].reshape(self.out_features, -1)[:, :self.in_features]
+        return decode(self.weight_codes, self.bits, self.in_features, *self._affine)
 
     @property
     def weight_nbytes(self) -> int:
@@ -123,10 +120,9 @@ class PackedTernaryLinear(nn.Module):
         self.register_buffer("weight_codes", pack_bits((codes + 1).to(torch.uint8), 2))
         self.register_buffer("alpha", alpha.detach().clone())
         self.register_buffer("bias", layer.bias.detach().clone())
-        self._table = decode_table(2, 1)
 
     def decoded_weight(self) -> torch.Tensor:
-        return self._table[self.weight_codes.long()].reshape(self.out_features, -1)[:, :self.in_features]
+        return decode(self.weight_codes, 2, self.in_features, 1.0, 1.0)  # stored as code + 1
 
     @property
     def weight_nbytes(self) -> int:

@@ -95,4 +95,7 @@ def create_model(name: str, in_dim: int, n_classes: int, **overrides):
     if in_dim < 1 or n_classes < 2:
         raise ConfigError(f"need in_dim >= 1 and n_classes >= 2, got {in_dim}, {n_classes}")
     spec = get_variant(name)
-    return spec.builder(in_dim, n_classes, **{**spec.options, **overrides})
+    try:
+        return spec.builder(in_dim, n_classes, **{**spec.options, **overrides})
+    except TypeError as e:  # a misspelt or foreign option
+        raise ConfigError(f"bad option for variant {name!r}: {e}") from e
