@@ -46,6 +46,7 @@ def save(model: torch.nn.Module, path, variant: str, in_dim: int, n_classes: int
     tensors["__standardize_scale"] = torch.as_tensor(scale)
     tmp = path.with_name(".tmp-" + path.name)
     save_file(tensors, str(tmp))
+    tmp.chmod(0o644)
     tmp.replace(path)
     meta = {"variant": variant, "in_dim": in_dim, "n_classes": n_classes, **info}
     atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True, default=str).encode())

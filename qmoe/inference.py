@@ -21,7 +21,7 @@ SHIP_FOLD = 4  # held out by every shipped model
 
 
 def model_file_stem(dataset: str, task: str, variant: str) -> str:
-    return f"{dataset}-{task}-{variant}".replace("/", "_").replace("@", "_a")
+    return f"{dataset}-{task}-{variant}".replace("/", "_").replace("@", "_alpha").replace(".", "p")
 
 
 def shipped_models() -> dict[str, Path]:

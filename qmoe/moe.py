@@ -230,6 +230,8 @@ def _state_bytes(module: nn.Module) -> int:
 def _packed_expert(expert: nn.Module) -> nn.Module:
     if hasattr(expert, "packed"):
         return expert.packed()
+    if hasattr(expert, "nbytes"):  # already a packed/deployable form
+        return expert
     expert.nbytes = _state_bytes(expert)  # no packed form: it is deployed as stored
     return expert
 
