@@ -19,8 +19,8 @@ from .store import ResultStore
 SINGLE = ("FP32-Base", "Q1-Base", "Q2-Base", "Q4-Base", "Q8-Base", "Q16-Base", "BitNet-Base", "Q8-Base-PTQ",
           "Popcount-Base")
 MOE = ("BitNet-Q4/8/16-QMoE", "BitNet-Q8/16-PTQ-QMoE", "BitNet-Q8PTQ-QMoE", "BitNet-Q4/8-QMoE-uniform",
-       "BitNet-Q4/8-QMoE-C@0.2", "BitNet-Q4/8-QMoE-C@0.3", "BitNet-Q4/8/16-QMoE-C@0.3",
-       "BitNet-Q8/16-PTQ-QMoE-C@0.3", "BitNet-Q8PTQ-QMoE-C@0.3")
+       *(f"{base}-C@{alpha}" for alpha in ("0.3", "0.2") for base in
+         ("BitNet-Q4/8-QMoE", "BitNet-Q4/8/16-QMoE", "BitNet-Q8/16-PTQ-QMoE", "BitNet-Q8PTQ-QMoE")))
 SWEEP_VARIANT = "BitNet-Q4/8-QMoE-C@0.3"  # the paper's sweep model (Sec. 5.3); alpha overridden
 SWEEP_ALPHAS = (0.0, 0.02, 0.1, 0.2, 0.3, 0.5, 1.0)
 VARIANCE_VARIANTS = ("BitNet-Q4/8-QMoE-uniform", "BitNet-Q4/8-QMoE-C@0.2", "BitNet-Q4/8-QMoE-C@0.3", "Q8-Base",

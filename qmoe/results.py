@@ -38,3 +38,23 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         latency_ms_mean=("latency_ms_mean", "mean"), latency_ms_std=("latency_ms_std", "mean"),
     )
     return agg.reset_index()
+
+
+HEADLINE_VARIANTS = ("FP32-Base", "Q16-Base", "Q4-Base", "Q2-Base", "BitNet-Base", "BitNet-Q4/8-QMoE-uniform",
+                     "BitNet-Q4/8-QMoE-C@0.2", "BitNet-Q4/8-QMoE-C@0.3")
+
+
+def headline(df: pd.DataFrame) -> pd.DataFrame:
+    """The few rows a newcomer wants first, per task and protocol (seed 0, leak-free selection)."""
+    sel = df[(df["selection"] == "validation") & (df["seed"] == 0) & (df["options"] == "")
+             & df["variant"].isin(HEADLINE_VARIANTS)]
+    if sel.empty:
+        return pd.DataFrame(columns=["task", "protocol", "variant", "folds", "F1 (macro)", "model_bytes",
+                                     "latency_ms_mean"])
+    g = sel.groupby(["task", "protocol", "variant"])
+    out = g.agg(folds=("fold", "nunique"), f1=("f1_macro", "mean"), sd=("f1_macro", "std"),
+                model_bytes=("model_bytes", "first"), latency_ms_mean=("latency_ms_mean", "mean")).reset_index()
+    out["F1 (macro)"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(out.pop("f1"), out.pop("sd").fillna(0))]
+    order = {v: i for i, v in enumerate(HEADLINE_VARIANTS)}
+    out = out.sort_values(["task", "protocol", "variant"], key=lambda c: c.map(order) if c.name == "variant" else c)
+    return out[["task", "protocol", "variant", "folds", "F1 (macro)", "model_bytes", "latency_ms_mean"]]

@@ -15,12 +15,18 @@ def _run(page: str) -> AppTest:
 
 
 def test_overview_shows_cached_results():
+    from qmoe.results import results_frame
+
     at = _run("app.py")
     assert at.title[0].value.startswith("qmoe")
-    assert len(at.dataframe) >= 1
-    summary = at.dataframe[0].value
+    head, summary = at.dataframe[0].value, at.dataframe[1].value
+    assert {"task", "protocol", "variant", "F1 (macro)"} <= set(head.columns)
     assert {"variant", "f1_mean", "f1_std"} <= set(summary.columns)
-    assert "FP32-Base" in set(summary["variant"])
+    # the numbers on screen are the cache's
+    df = results_frame()
+    fp32 = df[(df.variant == "FP32-Base") & (df.task == "major") & (df.protocol == "predefined") & (df.seed == 0)]
+    row = summary[(summary.variant == "FP32-Base") & (summary.task == "major") & (summary.protocol == "predefined")]
+    assert row["f1_mean"].iloc[0] == pytest.approx(fp32["f1_macro"].mean())
 
 
 def test_classify_page_predicts_an_example_clip():
