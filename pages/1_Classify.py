@@ -1,12 +1,14 @@
-"""Classify a sound with a shipped model: waveform, spectrogram figure, top-5 classes."""
+"""Classify a sound with a shipped model: waveform, spectrogram figure, top-5 classes, and for an
+MoE model the routing decision (which expert, why, how uncertain)."""
 import json
 
 import streamlit as st
 
 from qmoe import paths
 from qmoe.errors import QmoeError
+from qmoe.explain import explain, routing_arrays
 from qmoe.inference import classify, shipped_models
-from qmoe.ui import probability_bars, trained_model, waveform_figure
+from qmoe.ui import csv_download, probability_bars, routing_bars, run_arrays, trained_model, waveform_figure
 
 st.set_page_config(page_title="qmoe · Classify", page_icon="🎧", layout="wide")
 st.title("Classify a sound")
@@ -19,7 +21,9 @@ model_name = st.selectbox("Model (trained on ESC-50 folds 1, 2, 3, 5)", list(mod
 
 examples = json.loads((paths.EXAMPLES_DIR / "examples.json").read_text()) if (
     paths.EXAMPLES_DIR / "examples.json").exists() else []
-source_kind = st.radio("Sound", ["Example clip (ESC-50 fold 4)", "Upload a file"], horizontal=True)
+kinds = ["Example clip (ESC-50 fold 4)", "Upload a file"] + (["Record from the microphone"]
+                                                             if hasattr(st, "audio_input") else [])
+source_kind = st.radio("Sound", kinds, horizontal=True)
 source, source_name = None, None
 if source_kind.startswith("Example") and examples:
     labels = [f"{e['class_name']} — {e['file']}" for e in examples]
@@ -27,6 +31,10 @@ if source_kind.startswith("Example") and examples:
     ex = examples[labels.index(pick)]
     source, source_name = paths.EXAMPLES_DIR / ex["file"], ex["file"]
     st.caption(f"True class: **{ex['class_name']}** ({ex['major']}). {ex['attribution']}")
+elif source_kind.startswith("Record"):
+    rec = st.audio_input("Record a sound (a few seconds)")
+    if rec is not None:
+        source, source_name = rec.getvalue(), "your recording"
 else:
     up = st.file_uploader("Audio file (wav, flac, ogg, mp3; up to 60 s are used)", type=["wav", "flac", "ogg", "mp3"])
     if up is not None:
@@ -35,12 +43,15 @@ else:
 if source is None:
     st.stop()
 
-trained_model(str(models[model_name]))  # loaded once per process
+tm = trained_model(str(models[model_name]))  # loaded once per process
 try:
     with st.spinner("Decoding, rendering, embedding..."):
         pred = classify(source, models[model_name])
 except QmoeError as e:
     st.error(f"Cannot classify {source_name}: {e}")
+    st.stop()
+except Exception as e:  # never take the session down on odd input; show what happened
+    st.error(f"Cannot classify {source_name}: unexpected {type(e).__name__}: {e}")
     st.stop()
 
 clip = pred.clip
@@ -56,3 +67,29 @@ with right:
 st.plotly_chart(waveform_figure(clip.samples, clip.sr), width="stretch")
 st.caption(" · ".join(f"{k} {v:.0f} ms" for k, v in pred.timings_ms.items())
            + f" · {clip.duration_s:.2f} s at {clip.original_sr} Hz, {clip.channels} channel(s)")
+
+if pred.routing is not None:
+    st.subheader("Routing decision (Mixture of Experts)")
+    ref_key = tm.info.get("key")
+    try:
+        reference = routing_arrays(run_arrays(ref_key))["mutual_information"] if ref_key else None
+    except QmoeError:
+        reference = None  # the model's cross-validation run is not cached (yet)
+    why = explain(pred.routing, tm.model.expert_names, tm.class_names, reference)
+    st.markdown(f"**{why.headline}**")
+    st.write(why.why)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Confidence", f"{why.confidence:.1%}", help="Max class probability of the MoE output (Eq. 6).")
+    c2.metric("Epistemic uncertainty (MI)", f"{why.mutual_information:.4f} nats",
+              help="Mutual information over the router's MC-dropout passes = predictive - expected entropy.")
+    c3.metric("Predictive entropy", f"{why.predictive_entropy:.3f} nats")
+    c4.metric("Expected entropy", f"{why.expected_entropy:.3f} nats")
+    st.plotly_chart(routing_bars(why.table, "Routing probabilities before / after curiosity "
+                                            f"(alpha = {tm.model.alpha:g}, {tm.model.mc_samples} MC passes)"),
+                    width="stretch")
+    st.caption("Each expert's own answer (its top class) and how far it lies from the experts' mean "
+               "distribution (KL, the quantity Eq. 8 rewards)."
+               + (" The uncertainty percentile compares with the fold-4 test samples of this model's cached "
+                  "cross-validation run." if reference is not None else ""))
+    st.dataframe(why.table, hide_index=True, width="stretch")
+    csv_download(why.table, "routing-decision.csv")

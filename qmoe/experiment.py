@@ -124,6 +124,9 @@ def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
                                  threads=THREADS, rss=cfg.fold == ds.fold_ids(cfg.protocol)[0])  # RAM once per config
         measured.update(params=param_count(model), model_bytes=model_bytes(model))
     arrays["latency_timings_ms"] = measured.pop("latency_timings_ms")
+    for k in arrays:  # probability tables are the bulk of the cache; 3 significant digits are plenty
+        if k == "probs" or (k.startswith("routing__") and ("probs" in k or k.startswith("routing__mc_"))):
+            arrays[k] = np.asarray(arrays[k]).astype(np.float16)
 
     record = {
         "config": config,

@@ -44,6 +44,13 @@ def load_model(path: str) -> checkpoint.TrainedModel:
     return checkpoint.load(path)
 
 
+@lru_cache(maxsize=16)
+def deployable(path: str) -> torch.nn.Module:
+    """The packed form of a shipped model (what a device runs; outputs equal the training form's)."""
+    model = load_model(path).model
+    return model.packed() if hasattr(model, "packed") else model
+
+
 def audio_recipe() -> str:
     from .spectrogram import RECIPES
 
@@ -92,12 +99,15 @@ def classify(source, model_path, max_seconds: float = 60.0) -> Prediction:
     t["decode"] = time.perf_counter()
     image, emb = embed_clip(clip.samples, clip.sr, tm.info["config"]["backbone"])
     t["render+embed"] = time.perf_counter()
-    probs = tm.predict_proba(emb)[0]
+    deploy = deployable(str(model_path))
     routing = None
-    if hasattr(tm.model, "routing_record"):
-        torch.manual_seed(0)
-        rec = tm.model.routing_record(torch.as_tensor(tm.standardize(emb)))
+    if hasattr(deploy, "routing_record"):  # one pass gives the routing and the prediction (its class_probs)
+        rec = deploy.routing_record(torch.as_tensor(tm.standardize(emb)))
         routing = {k: np.asarray(v)[0] for k, v in rec.items()}
+        probs = routing["class_probs"].astype(np.float64)
+    else:
+        with torch.no_grad():
+            probs = torch.softmax(deploy(torch.as_tensor(tm.standardize(emb))).float(), -1).numpy()[0]
     t["model"] = time.perf_counter()
     steps = list(t)
     timings = {s: 1000 * (t[s] - t[p]) for p, s in zip(steps, steps[1:])}

@@ -52,3 +52,48 @@ def probability_bars(pairs: list[tuple[str, float]], title: str = ""):
     fig.update_layout(height=60 + 36 * len(pairs), margin=dict(l=10, r=10, t=30 if title else 10, b=10),
                       xaxis=dict(range=[0, 1], title="probability"), title=title or None)
     return fig
+
+
+# -- routing pages (explorer, alpha sweep, Learn, Classify) -------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_record(key: str) -> dict | None:
+    """A cached run's full JSON record (runs never change once cached)."""
+    from .store import ResultStore
+
+    return ResultStore().get(key)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_arrays(key: str) -> dict:
+    """A cached run's per-sample arrays (each session gets its own copy)."""
+    from .store import ResultStore
+
+    return ResultStore().arrays(key)
+
+
+@st.cache_resource(show_spinner="Loading the dataset embeddings...")
+def dataset(name: str):
+    from .datasets import get_dataset
+
+    return get_dataset(name)
+
+
+def run_label(row) -> str:
+    """'BitNet-Q4/8-QMoE-C@0.3' or 'BitNet-Q4/8-QMoE-C@0.3 [alpha=0.1]' for a results row."""
+    return row["variant"] + (f" [{row['options']}]" if row["options"] else "")
+
+
+def routing_bars(table, title: str = "Routing probabilities"):
+    """Grouped bars per expert: before curiosity (± MC-dropout std) and after it (Eq. 8)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure([
+        go.Bar(name="before curiosity (router, MC mean ± std)", x=table["expert"], y=table["routing_before"],
+               error_y=dict(type="data", array=table["mc_std"], visible=True),
+               text=[f"{v:.3f}" for v in table["routing_before"]], textposition="outside"),
+        go.Bar(name="after curiosity (Eq. 8)", x=table["expert"], y=table["routing_after"],
+               text=[f"{v:.3f}" for v in table["routing_after"]], textposition="outside"),
+    ])
+    fig.update_layout(barmode="group", height=320, title=title, yaxis=dict(range=[0, 1.15], title="probability"),
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig

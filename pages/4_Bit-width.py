@@ -1,0 +1,70 @@
+"""Bit-width sweep (paper Table 2): F1, packed bytes, latency and energy against bits, per task and protocol."""
+import qmoe  # noqa: F401  (first: fixes thread counts)
+import plotly.graph_objects as go
+import streamlit as st
+
+from qmoe.analysis import BIT_SWEEP, bitwidth_table
+from qmoe.ui import csv_download, results
+
+st.set_page_config(page_title="qmoe · Bit-width", page_icon="🎧", layout="wide")
+st.title("Bit-width sweep")
+st.markdown("Single-model variants of the paper's Table 2 (BitLinear 1–16 bit) and the other single experts "
+            "(FP32, ternary BitNet, int8 PTQ, popcount), from the result cache: mean ± std over the 5 folds (seed 0, "
+            "model selection on a validation split). Bytes are the **packed** deployable model; latency is the "
+            "warm per-sample forward pass on this CPU (1 thread).")
+
+df = results()
+pairs = sorted({(t, p) for t, p in zip(df["task"], df["protocol"])}) if not df.empty else []
+if not pairs:
+    st.warning("No cached runs yet. Run `python -m qmoe reproduce`.")
+    st.stop()
+c1, c2, c3 = st.columns(3)
+task = c1.selectbox("Task", sorted({t for t, _ in pairs}), help="major = the 5 ESC-50 categories (the paper's task)")
+protocol = c2.selectbox("Protocol", sorted({p for t, p in pairs if t == task}),
+                        help="predefined = ESC-50's folds (leak-free); paper = the reference's shuffled folds (leaky)")
+err = c3.radio("Latency error bars", ["per-sample std (within a run)", "std of the fold means"])
+
+table = bitwidth_table(df, task, protocol)
+if table.empty:
+    st.info(f"No single-model runs cached for {task} / {protocol} yet: "
+            f"`python -m qmoe train --task {task} --protocol {protocol} --variant Q4-Base ...`")
+    st.stop()
+variants = st.multiselect("Variants", list(table["variant"]), default=list(table["variant"]))
+table = table[table["variant"].isin(variants)]
+incomplete = table[table["folds"] < 5]
+if not incomplete.empty:
+    st.warning("Still filling (fewer than 5 folds cached): " + ", ".join(
+        f"{v} ({n}/5)" for v, n in zip(incomplete["variant"], incomplete["folds"])))
+
+st.subheader(f"{task} / {protocol}")
+show = table.drop(columns=["energy_method"])
+st.dataframe(show, hide_index=True, width="stretch")
+csv_download(show, f"qmoe-bitwidth-{task}-{protocol}.csv")
+
+
+def scatter(y, yerr=None, title="", log=False):
+    sweep = table[table["variant"].isin(BIT_SWEEP)].sort_values("bits")
+    other = table[~table["variant"].isin(BIT_SWEEP)]
+    fig = go.Figure()
+    for part, name, mode in ((sweep, "BitLinear k-bit", "lines+markers+text"), (other, "other experts", "markers+text")):
+        if part.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=part["bits"], y=part[y], mode=mode, name=name, text=part["variant"], textposition="top center",
+            error_y=dict(type="data", array=part[yerr].fillna(0), visible=True) if yerr else None))
+    fig.update_layout(title=title, height=360, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="bits per weight",
+                      xaxis_type="log", yaxis_type="log" if log else None)
+    return fig
+
+
+left, right = st.columns(2)
+left.plotly_chart(scatter("f1_mean", "f1_std", "Macro-F1 (± fold std)"), width="stretch")
+right.plotly_chart(scatter("model_bytes", title="Packed model bytes", log=True), width="stretch")
+lat_err = "latency_ms_std" if err.startswith("per-sample") else "latency_ms_fold_std"
+left.plotly_chart(scatter("latency_ms_mean", lat_err, f"Per-sample latency, ms (± {err})"), width="stretch")
+right.plotly_chart(scatter("energy_mj", title="Energy per inference, mJ (codecarbon estimate)"), width="stretch")
+method = table["energy_method"].dropna()
+if not method.empty:
+    st.caption(f"Energy is codecarbon's estimate, not a measurement: {method.iloc[0]}")
+st.caption("% of 16-bit = mean F1 / Q16-Base's mean F1 (paper Table 2). The paper's latency (~1.1 s) is CodeCarbon's "
+           "duration of a whole validation phase divided by 5, and its 'mJ' are training Wh: not comparable in scale.")

@@ -1,0 +1,68 @@
+"""Significance tests of the paper's Table 6 and Sec. 5.5, computed live from the cached fold scores."""
+import qmoe  # noqa: F401  (first: fixes thread counts)
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from qmoe.analysis import CONFIDENCE_VARIANT, Missing, routing_confidence, significance_table
+from qmoe.store import ResultStore
+from qmoe.ui import csv_download, results
+
+st.set_page_config(page_title="qmoe · Significance", page_icon="🎧", layout="wide")
+st.title("Significance tests")
+st.markdown("Paired t-tests on the 5 fold scores, Bonferroni-corrected within each family; variance claims tested "
+            "**across seeds** (Levene on fold deviations from each seed's mean, and Welch on per-seed fold stds), with "
+            "the single-run Levene the paper reports shown for contrast; Welch's t-test on routing confidences "
+            "(Figure 2); Spearman's rho for rank stability. Each row names its test and n; small-n warnings are kept.")
+
+df = results()
+pairs = sorted({(t, p) for t, p in zip(df["task"], df["protocol"])}) if not df.empty else []
+if not pairs:
+    st.warning("No cached runs yet. Run `python -m qmoe reproduce`.")
+    st.stop()
+c1, c2, c3 = st.columns(3)
+task = c1.selectbox("Task", sorted({t for t, _ in pairs}))
+protocol = c2.selectbox("Protocol", sorted({p for t, p in pairs if t == task}))
+level = c3.slider("Significance level", 0.001, 0.10, 0.05, step=0.001, format="%.3f")
+
+store = ResultStore()
+table, missing = significance_table(df, store, task, protocol)
+if table.empty:
+    st.info("No comparison has all its runs cached yet.")
+else:
+    p_judge = table["p_corrected"].fillna(table["p"])
+    table.insert(table.columns.get_loc("p_corrected") + 1, "significant", p_judge < level)
+    st.subheader(f"{task} / {protocol}: {int((p_judge < level).sum())} of {len(table)} tests significant at "
+                 f"{level:.3f}")
+    st.dataframe(table, hide_index=True, width="stretch")
+    csv_download(table, f"qmoe-significance-{task}-{protocol}.csv")
+
+if missing:
+    with st.expander(f"{len({str(m) for m in missing})} comparisons wait for runs"):
+        for m in dict.fromkeys(str(m) for m in missing):
+            st.markdown(f"- {m}")
+
+st.subheader("Figure 2: confidence by routed expert")
+try:
+    c = routing_confidence(store, df, task, protocol)
+except Missing as e:
+    st.info(str(e))
+else:
+    arr_conf, arr_chosen = [], []
+    sel = df[(df["task"] == task) & (df["protocol"] == protocol) & (df["variant"] == CONFIDENCE_VARIANT)
+             & (df["seed"] == 0) & (df["options"] == "")]
+    for key in sel["key"]:
+        a = store.arrays(key)
+        arr_conf.append(a["routing__confidence"].ravel())
+        arr_chosen.append(a["routing__chosen_expert"].ravel())
+    conf, chosen = np.concatenate(arr_conf), np.concatenate(arr_chosen)
+    fig = go.Figure([go.Box(y=conf[chosen == i], name=f"{n} ({c['shares'][n]:.0%})")
+                     for i, n in enumerate(c["expert_names"]) if np.any(chosen == i)])
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), yaxis_title="confidence (top class prob.)",
+                      title=f"{CONFIDENCE_VARIANT}, {c['n']} test samples over 5 folds")
+    st.plotly_chart(fig, width="stretch")
+    if c["test"] is not None:
+        t = c["test"]
+        st.markdown(f"**{t.test}**, {t.comparison}: mean {t.extra['mean_a']:.3f} vs {t.extra['mean_b']:.3f} "
+                    f"({t.extra['relative_difference']:+.1%}), t = {t.statistic:.2f}, p = {t.p:.3g}, "
+                    f"n = {t.extra['n_a']} vs {t.extra['n_b']}.")
