@@ -96,6 +96,12 @@ def cmd_reproduce(a):
     print(f"computed {n} runs; every result is in results/ (python -m qmoe results --csv)")
 
 
+def cmd_claims(a):
+    from .claims import main_claims
+
+    return main_claims(a.rest)
+
+
 def cmd_check_audio(a):
     from .inference import audio_path_check, shipped_models
 
@@ -155,6 +161,10 @@ def main(argv=None) -> int:
     s.add_argument("--list", action="store_true", help="list the stages and their sizes")
     s.set_defaults(fn=cmd_reproduce)
 
+    s = sub.add_parser("claims", help="hold the paper's claims against the cache; writes results/claims.csv")
+    s.add_argument("rest", nargs=argparse.REMAINDER, help="[--csv] [--out PATH]")
+    s.set_defaults(fn=cmd_claims)
+
     s = sub.add_parser("check-audio", help="fold-4 F1 through the audio path vs the shared figures")
     s.add_argument("--model", default="esc50 / major / FP32-Base")
     s.set_defaults(fn=cmd_check_audio)
@@ -164,11 +174,10 @@ def main(argv=None) -> int:
         if hasattr(a, name) and getattr(a, name) is None:
             setattr(a, name, default)
     try:
-        a.fn(a)
+        return a.fn(a) or 0
     except QmoeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
         deploy = model.packed() if hasattr(model, "packed") else model  # what a device would run
         measured = measure_model(deploy, X_test[::LATENCY_STRIDE], batch_size=len(test_idx), rounds=LATENCY_ROUNDS,
                                  threads=THREADS, rss=cfg.fold == ds.fold_ids(cfg.protocol)[0])  # RAM once per config
-        measured.update(params=param_count(model), model_bytes=model_bytes(model))
+        measured.update(params=param_count(model), model_bytes=model_bytes(model),
+                        load_average_1min=os.getloadavg()[0])  # timings taken on a busy machine are noisier
     arrays["latency_timings_ms"] = measured.pop("latency_timings_ms")
     for k in arrays:  # probability tables are the bulk of the cache; 3 significant digits are plenty
         if k == "probs" or (k.startswith("routing__") and ("probs" in k or k.startswith("routing__mc_"))):

@@ -64,10 +64,13 @@ def _run_one(cfg: RunConfig, root: str) -> tuple[RunConfig, float]:
 
 
 def reproduce(store: ResultStore | None = None, workers: int | None = None, only: list[str] | None = None,
-              seeds=SEEDS, on_progress=None) -> int:
-    """Run every stage (or `only` those named); returns the number of runs computed now."""
+              seeds=SEEDS, on_progress=None, configs: list[RunConfig] | None = None) -> int:
+    """Run every stage (or `only` those named, or just `configs`); returns the number of runs computed now."""
     store = store or ResultStore()
-    plan = [(name, c) for name, cfgs in stages(seeds).items() if not only or name in only for c in cfgs]
+    if configs is not None:
+        plan = [("configs", c) for c in configs]
+    else:
+        plan = [(name, c) for name, cfgs in stages(seeds).items() if not only or name in only for c in cfgs]
     todo = [(name, c) for name, c in plan if not _cached(c, store)]
     workers = workers or max(1, min(len(todo), os.cpu_count() or 1))
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="reproduce", unit="run")

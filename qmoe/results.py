@@ -11,7 +11,7 @@ from .store import ResultStore
 COLUMNS = ["dataset", "task", "protocol", "variant", "fold", "seed", "selection", "f1_macro", "accuracy",
            "params", "model_bytes", "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p99",
            "batch_latency_ms_mean", "peak_rss_mb", "energy_mj", "co2_ug", "train_energy_mj", "train_co2_ug",
-           "energy_method", "options", "leaky", "family", "bits", "best_epoch", "epochs", "train_seconds",
+           "energy_method", "load_average_1min", "options", "leaky", "family", "bits", "best_epoch", "epochs", "train_seconds",
            "code_version", "created", "key"]
 KEYS = ["dataset", "task", "protocol", "variant", "selection", "options"]
 
