@@ -4,7 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 from qmoe.explain import confidence_by_expert, explain, filter_routing, routing_table, sample_routing
-from qmoe.ui import csv_download, results, routing_bars, run_arrays, run_label, run_record
+from qmoe.ui import csv_download, paper_task_first, results, routing_bars, run_arrays, run_label, run_record
 
 st.set_page_config(page_title="qmoe · Routing explorer", page_icon="🎧", layout="wide")
 st.title("Routing explorer")
@@ -22,7 +22,7 @@ moe["run"] = moe.apply(run_label, axis=1)
 c = st.columns(5)
 dataset = c[0].selectbox("Dataset", sorted(moe.dataset.unique()))
 moe = moe[moe.dataset == dataset]
-task = c[1].selectbox("Task", sorted(moe.task.unique()), help="major = 5 categories (paper); class = 50 classes")
+task = c[1].selectbox("Task", paper_task_first(moe.task.unique()), help="major = 5 categories (paper); class = 50 classes")
 moe = moe[moe.task == task]
 protocol = c[2].selectbox("Protocol", sorted(moe.protocol.unique()))
 moe = moe[moe.protocol == protocol]

@@ -7,7 +7,7 @@ import streamlit as st
 from qmoe.analysis import deployment_table, efficiency_table, latency_variance
 from qmoe.energy import PAPER_G_PER_KWH
 from qmoe.store import ResultStore
-from qmoe.ui import csv_download, results
+from qmoe.ui import csv_download, paper_task_first, results
 
 st.set_page_config(page_title="qmoe · Efficiency", page_icon="🎧", layout="wide")
 st.title("Efficiency: latency, energy, CO₂")
@@ -18,7 +18,7 @@ if not pairs:
     st.warning("No cached runs yet. Run `python -m qmoe reproduce`.")
     st.stop()
 c1, c2 = st.columns(2)
-task = c1.selectbox("Task", sorted({t for t, _ in pairs}))
+task = c1.selectbox("Task", paper_task_first({t for t, _ in pairs}))
 protocol = c2.selectbox("Protocol", sorted({p for t, p in pairs if t == task}))
 
 eff = efficiency_table(df, task, protocol)

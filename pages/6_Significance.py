@@ -6,7 +6,7 @@ import streamlit as st
 
 from qmoe.analysis import CONFIDENCE_VARIANT, Missing, routing_confidence, significance_table
 from qmoe.store import ResultStore
-from qmoe.ui import csv_download, results
+from qmoe.ui import csv_download, paper_task_first, results
 
 st.set_page_config(page_title="qmoe · Significance", page_icon="🎧", layout="wide")
 st.title("Significance tests")
@@ -21,7 +21,7 @@ if not pairs:
     st.warning("No cached runs yet. Run `python -m qmoe reproduce`.")
     st.stop()
 c1, c2, c3 = st.columns(3)
-task = c1.selectbox("Task", sorted({t for t, _ in pairs}))
+task = c1.selectbox("Task", paper_task_first({t for t, _ in pairs}))
 protocol = c2.selectbox("Protocol", sorted({p for t, p in pairs if t == task}))
 level = c3.slider("Significance level", 0.001, 0.10, 0.05, step=0.001, format="%.3f")
 

@@ -97,3 +97,9 @@ def routing_bars(table, title: str = "Routing probabilities"):
     fig.update_layout(barmode="group", height=320, title=title, yaxis=dict(range=[0, 1.15], title="probability"),
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
     return fig
+
+
+def paper_task_first(tasks) -> list[str]:
+    """Tasks for a picker, the paper's (`major`) first so it is the default."""
+    order = {"major": 0, "class": 1}
+    return sorted(set(tasks), key=lambda t: (order.get(t, 2), t))

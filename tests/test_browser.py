@@ -59,25 +59,55 @@ def browser():
         b.close()
 
 
-def test_upload_a_fold4_flac_and_get_a_prediction(server, browser, shared_esc50, tmp_path):
-    clip = shared_esc50 / "audio" / "4-119647-A-48.flac"  # fireworks (exterior/urban); not an example clip
-    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+MAJOR = {"animals", "natural_soundscapes", "human_non_speech", "interior_domestic", "exterior_urban"}
+
+
+def _upload(browser, server, path):
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.goto(f"{server}/Classify", wait_until="networkidle")
     page.get_by_text("Upload a file").click()
-    page.locator("input[type=file]").set_input_files(str(clip))
-    page.get_by_text("Prediction:").wait_for(timeout=120_000)
+    page.locator("input[type=file]").set_input_files(str(path))
+    return page
+
+
+def test_upload_a_fold4_flac_and_see_prediction_and_expert(server, browser, shared_esc50, tmp_path):
+    clip = shared_esc50 / "audio" / "4-119647-A-48.flac"  # fireworks (exterior/urban); not an example clip
+    page = _upload(browser, server, clip)  # default model: the shipped MoE-C
+    page.get_by_text("Handled by expert:").first.wait_for(timeout=120_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # the charts are drawn
     body = page.inner_text("body")
     predicted = body.split("Prediction:")[1].split("(")[0].strip()
-    assert predicted in {"animals", "natural_soundscapes", "human_non_speech", "interior_domestic", "exterior_urban"}
-    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # the top-5 chart is drawn
-    shot = tmp_path / "classify.png"
+    expert = body.split("Handled by expert:")[1].split("(")[0].strip()
+    assert predicted in MAJOR
+    assert expert in {"BitNet-Base", "Q4-Base", "Q8-Base"}
+    shot = tmp_path / "classify-moe.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    print(f"predicted {predicted!r}; screenshot {shot}")
+    print(f"predicted {predicted!r} by expert {expert!r}; screenshot {shot}")
 
 
-def test_overview_page_serves_the_results_table(server, browser, tmp_path):
-    page = browser.new_page()
-    page.goto(server, wait_until="networkidle")
-    page.get_by_text("Cached results").wait_for(timeout=60_000)
-    page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+def test_a_bad_upload_shows_the_engine_error_and_the_app_lives_on(server, browser, shared_esc50, tmp_path):
+    fake = tmp_path / "not-audio.wav"
+    fake.write_text("hello, I am a text file")
+    page = _upload(browser, server, fake)
+    page.get_by_text("Cannot classify not-audio.wav").wait_for(timeout=60_000)
+    page.locator("input[type=file]").set_input_files(str(shared_esc50 / "audio" / "4-102844-A-49.flac"))
+    page.get_by_text("Prediction:").wait_for(timeout=120_000)  # the same session still works
+    page.screenshot(path=str(tmp_path / "bad-upload-then-good.png"), full_page=True)
+
+
+SCRIPT_DONE = ("() => document.querySelector('.stApp')?.getAttribute('data-test-script-state') === 'notRunning'"
+               " && !document.querySelector('[data-testid=\"stSkeleton\"]')")
+PAGES = ["", "Classify", "Routing_explorer", "Alpha_sweep", "Bit-width", "Efficiency", "Significance",
+         "Claims_ledger", "Learn", "Run_experiment"]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_is_reachable_and_renders(server, browser, tmp_path, path):
+    page = browser.new_page(viewport={"width": 1400, "height": 2000})
+    page.goto(f"{server}/{path}", wait_until="networkidle")
+    page.locator("h1").first.wait_for(timeout=90_000)
+    page.wait_for_function(SCRIPT_DONE, timeout=180_000)  # the page's script run has finished
+    page.wait_for_timeout(1000)
+    assert page.locator("[data-testid='stException']").count() == 0, page.inner_text("body")[:2000]
+    page.screenshot(path=str(tmp_path / f"page-{path or 'overview'}.png"), full_page=True)
