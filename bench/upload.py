@@ -4,10 +4,8 @@
 
 What is timed, per clip: `qmoe.inference.classify` on the clip's FLAC bytes with the shipped MoE-C
 model, i.e. decode, render the ESC-50 figure, embed it with the backbone, and the MoE with its
-10 Monte Carlo router passes (prediction and routing record). A second line times the same
-steps with the packed (deployable) MoE and one routing_record pass whose class_probs is the
-prediction (bit-identical to forward; the change proposed for `classify`). The model and the backbone are
-warm (loaded once, as st.cache_resource keeps them in the app); the embedding cache is cold (a
+10 Monte Carlo router passes, run on the packed (deployable) MoE in one routing_record pass whose
+class_probs is the prediction. The model and the backbone are warm (loaded once, as st.cache_resource keeps them in the app); the embedding cache is cold (a
 fresh temporary directory, so every clip is really embedded). Clips: ESC-50 fold 4, which the
 shipped models never saw.
 """
@@ -23,10 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-import qmoe.paths  # noqa: E402
 from qmoe.backbones import get_backbone  # noqa: E402
-from qmoe.audio import load_audio  # noqa: E402
-from qmoe.inference import classify, embed_clip, load_model, shipped_models  # noqa: E402
+from qmoe.inference import classify, load_model, shipped_models  # noqa: E402
 from qmoe.paths import SHARED_DIR  # noqa: E402
 
 BUDGET_S = 0.25
@@ -50,16 +46,6 @@ def main():
         totals.append(time.perf_counter() - start)
         steps.append(pred.timings_ms)
         assert pred.routing is not None and pred.clip.duration_s == 5.0
-    packed, backbone, proposed = tm.model.packed(), tm.info["config"]["backbone"], []
-    for f in files[1:]:
-        data = f.read_bytes()
-        qmoe.paths.CACHE_DIR = Path(tempfile.mkdtemp(prefix="qmoe-bench-cache-"))  # cold again for these clips
-        start = time.perf_counter()
-        clip = load_audio(data, sr=22050)
-        _, emb = embed_clip(clip.samples, clip.sr, backbone)
-        rec = packed.routing_record(tm.standardize(emb))
-        proposed.append(time.perf_counter() - start)
-        assert rec["class_probs"].shape == (1, len(tm.class_names))
     med = float(np.median(totals))
     print(f"model:                 {name} ({tm.model.mc_samples} MC passes, alpha {tm.model.alpha:g})")
     print(f"clips timed:           {len(totals)} x 5 s (ESC-50 fold 4), cold embedding cache, warm model/backbone")
@@ -67,8 +53,6 @@ def main():
         print(f"  {step:<20} {np.median([s[step] for s in steps]):7.1f} ms (median)")
     print(f"upload-to-answer:      median {1000 * med:.0f} ms, max {1000 * max(totals):.0f} ms")
     print(f"ratio to the {BUDGET_S} s budget: {med / BUDGET_S:.2f} (<= 1 meets it)")
-    alt = float(np.median(proposed))
-    print(f"proposed packed path:  median {1000 * alt:.0f} ms, ratio {alt / BUDGET_S:.2f}")
     print(f"cpu load average now:  {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
