@@ -103,3 +103,34 @@ def paper_task_first(tasks) -> list[str]:
     """Tasks for a picker, the paper's (`major`) first so it is the default."""
     order = {"major": 0, "class": 1}
     return sorted(set(tasks), key=lambda t: (order.get(t, 2), t))
+
+
+def show_routing_decision(pred, tm, download_name: str = "routing-decision.csv") -> None:
+    """The routing decision of an MoE prediction: expert, why, uncertainty, before/after curiosity."""
+    from .errors import QmoeError
+    from .explain import explain, routing_arrays
+
+    st.subheader("Routing decision (Mixture of Experts)")
+    ref_key = tm.info.get("key")
+    try:
+        reference = routing_arrays(run_arrays(ref_key))["mutual_information"] if ref_key else None
+    except QmoeError:
+        reference = None  # the model's cross-validation run is not cached (yet)
+    why = explain(pred.routing, tm.model.expert_names, tm.class_names, reference)
+    st.markdown(f"**{why.headline}**")
+    st.write(why.why)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Confidence", f"{why.confidence:.1%}", help="Max class probability of the MoE output (Eq. 6).")
+    c2.metric("Epistemic uncertainty (MI)", f"{why.mutual_information:.4f} nats",
+              help="Mutual information over the router's MC-dropout passes = predictive - expected entropy.")
+    c3.metric("Predictive entropy", f"{why.predictive_entropy:.3f} nats")
+    c4.metric("Expected entropy", f"{why.expected_entropy:.3f} nats")
+    st.plotly_chart(routing_bars(why.table, "Routing probabilities before / after curiosity "
+                                            f"(alpha = {tm.model.alpha:g}, {tm.model.mc_samples} MC passes)"),
+                    width="stretch")
+    st.caption("Each expert's own answer (its top class) and how far it lies from the experts' mean "
+               "distribution (KL, the quantity Eq. 8 rewards)."
+               + (" The uncertainty percentile compares with the fold-4 test samples of this model's cached "
+                  "cross-validation run." if reference is not None else ""))
+    st.dataframe(why.table, hide_index=True, width="stretch")
+    csv_download(why.table, download_name)

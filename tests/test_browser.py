@@ -96,6 +96,16 @@ def test_a_bad_upload_shows_the_engine_error_and_the_app_lives_on(server, browse
     page.screenshot(path=str(tmp_path / "bad-upload-then-good.png"), full_page=True)
 
 
+def test_routing_explorer_routes_an_uploaded_fold4_clip(server, browser, shared_esc50, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(f"{server}/Routing_explorer", wait_until="networkidle")
+    page.locator("input[type=file]").first.set_input_files(str(shared_esc50 / "audio" / "4-125070-A-19.flac"))
+    page.get_by_text("Handled by expert:").first.wait_for(timeout=120_000)
+    expert = page.inner_text("body").split("Handled by expert:")[1].split("(")[0].strip()
+    assert expert in {"BitNet-Base", "Q4-Base", "Q8-Base"}
+    page.screenshot(path=str(tmp_path / "routing-explorer-upload.png"), full_page=True)
+
+
 SCRIPT_DONE = ("() => document.querySelector('.stApp')?.getAttribute('data-test-script-state') === 'notRunning'"
                " && !document.querySelector('[data-testid=\"stSkeleton\"]')")
 PAGES = ["", "Classify", "Routing_explorer", "Alpha_sweep", "Bit-width", "Efficiency", "Significance",
