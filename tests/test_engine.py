@@ -66,7 +66,7 @@ def test_training_beats_chance_and_is_cached(store, monkeypatch):
     assert again["key"] == rec["key"] and again["f1_macro"] == rec["f1_macro"]
     arrays = store.arrays(rec["key"])
     assert arrays["probs"].shape == (400, 5)
-    assert np.isclose(arrays["probs"].sum(1), 1, atol=1e-5).all()
+    assert np.isclose(arrays["probs"].astype(np.float64).sum(1), 1, atol=3e-3).all()  # stored as float16
 
 
 def test_training_is_deterministic(store, tmp_path):
