@@ -96,6 +96,27 @@ def test_a_bad_upload_shows_the_engine_error_and_the_app_lives_on(server, browse
     page.screenshot(path=str(tmp_path / "bad-upload-then-good.png"), full_page=True)
 
 
+def test_two_sessions_at_once_do_not_interfere(server, browser, shared_esc50):
+    clips = {"4-102844-A-49.flac": None, "4-167077-A-20.flac": None}
+    contexts = [browser.new_context() for _ in clips]  # two independent users
+    pages = []
+    for ctx, name in zip(contexts, clips):
+        page = ctx.new_page()
+        page.goto(f"{server}/Classify", wait_until="networkidle")
+        page.get_by_text("Upload a file").click()
+        pages.append(page)
+    for page, name in zip(pages, clips):  # both uploads in flight together
+        page.locator("input[type=file]").set_input_files(str(shared_esc50 / "audio" / name))
+    for page, name in zip(pages, clips):
+        page.get_by_text("Prediction:").wait_for(timeout=120_000)
+        clips[name] = page.inner_text("body")
+    for name, body in clips.items():
+        other = next(n for n in clips if n != name)
+        assert name in body and other not in body  # each session shows its own clip only
+    for ctx in contexts:
+        ctx.close()
+
+
 def test_routing_explorer_routes_an_uploaded_fold4_clip(server, browser, shared_esc50, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.goto(f"{server}/Routing_explorer", wait_until="networkidle")
