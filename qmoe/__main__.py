@@ -15,11 +15,14 @@ def _ints(text: str) -> list[int]:
 
 
 def cmd_embed(a):
+    from .datasets import get_dataset
     from .datasets.esc50 import embed_esc50
 
-    if a.dataset != "esc50":
-        raise QmoeError(f"embedding from source figures is available for esc50 only, not {a.dataset!r}")
-    print(f"wrote {embed_esc50(a.backbone)}")
+    if a.dataset == "esc50":
+        print(f"wrote {embed_esc50(a.backbone)}")
+    else:  # other datasets embed (through the cache) when first loaded
+        ds = get_dataset(a.dataset, a.backbone)
+        print(f"{ds.name}: {len(ds.X)} items embedded ({ds.embedding_info.get('recipe')})")
 
 
 def cmd_train(a):
@@ -96,6 +99,12 @@ def cmd_reproduce(a):
     print(f"computed {n} runs; every result is in results/ (python -m qmoe results --csv)")
 
 
+def cmd_data(a):
+    from .data_cli import main_data
+
+    return main_data(a.rest)
+
+
 def cmd_claims(a):
     from .claims import main_claims
 
@@ -164,6 +173,10 @@ def main(argv=None) -> int:
     s = sub.add_parser("claims", help="hold the paper's claims against the cache; writes results/claims.csv")
     s.add_argument("rest", nargs=argparse.REMAINDER, help="[--csv] [--out PATH]")
     s.set_defaults(fn=cmd_claims)
+
+    s = sub.add_parser("data", help="download / prepare / check ESC-50, UrbanSound8K, Quinn")
+    s.add_argument("rest", nargs=argparse.REMAINDER, help="download NAME | prepare NAME --from X | check NAME DIR")
+    s.set_defaults(fn=cmd_data)
 
     s = sub.add_parser("check-audio", help="fold-4 F1 through the audio path vs the shared figures")
     s.add_argument("--model", default="esc50 / major / FP32-Base")

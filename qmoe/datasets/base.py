@@ -78,7 +78,8 @@ class EmbeddedDataset:
     def validation_split(self, task: str, train: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Carve (fit, validation) out of the training indices, grouped by source recording."""
         y = self.task(task).labels[train]
-        sgkf = StratifiedGroupKFold(n_splits=VALIDATION_SHARE, shuffle=True, random_state=seed)
+        n_splits = min(VALIDATION_SHARE, max(2, int(np.bincount(y).max())))  # small datasets: fewer, larger splits
+        sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         fit, val = next(sgkf.split(np.zeros(len(train)), y, self.groups[train]))
         return train[fit], train[val]
 

@@ -1,0 +1,57 @@
+"""`python -m qmoe data download|prepare|check`: get the public datasets (see qmoe.datasets.sources)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import QmoeError
+
+
+def _progress():
+    last = [-1]
+
+    def report(done: int, total: int | None) -> None:
+        mb = done // (1 << 20)
+        if mb // 10 != last[0]:
+            last[0] = mb // 10
+            print(f"\r  {mb} MB" + (f" of {total // (1 << 20)} MB" if total else ""), end="", file=sys.stderr)
+    return report
+
+
+def main_data(argv=None) -> int:
+    from .datasets.sources import SOURCES, fetch, find_root, get_source, prepare, verify_layout
+
+    p = argparse.ArgumentParser(prog="python -m qmoe data", description=__doc__)
+    sub = p.add_subparsers(dest="action", required=True)
+    d = sub.add_parser("download", help="download, verify and unpack a dataset (resumable)")
+    d.add_argument("name", choices=sorted(SOURCES))
+    d.add_argument("--to", help="target folder (default data/datasets/<name>, or QMOE_DATASETS)")
+    d.add_argument("--url", help="download from here instead (also QMOE_<NAME>_URL)")
+    d.add_argument("--md5", help="expected MD5 of the archive (overrides the published one)")
+    r = sub.add_parser("prepare", help="use a copy you already have (folder or archive)")
+    r.add_argument("name", choices=sorted(SOURCES))
+    r.add_argument("--from", dest="src", required=True, help="the dataset folder or its archive")
+    r.add_argument("--to", help="target folder (default data/datasets/<name>)")
+    c = sub.add_parser("check", help="check the layout of a dataset folder")
+    c.add_argument("name", choices=sorted(SOURCES))
+    c.add_argument("folder")
+    a = p.parse_args(argv)
+    try:
+        if a.action == "download":
+            src = get_source(a.name)
+            print(f"{a.name}: checksum: {src.md5 or 'none'} ({src.checksum_note})", file=sys.stderr)
+            report = fetch(a.name, a.to, url=a.url, md5=a.md5, progress=_progress())
+            print(file=sys.stderr)
+        elif a.action == "prepare":
+            report = prepare(a.name, a.src, a.to)
+        else:
+            report = verify_layout(get_source(a.name), find_root(a.folder, get_source(a.name)))
+    except QmoeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report.message(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main_data())
