@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from qmoe.analysis import BIT_SWEEP, bitwidth_table
-from qmoe.ui import csv_download, paper_task_first, results
+from qmoe.ui import csv_download, pick_task_protocol, results
 
 st.set_page_config(page_title="qmoe · Bit-width", page_icon="🎧", layout="wide")
 st.title("Bit-width sweep")
@@ -14,14 +14,8 @@ st.markdown("Single-model variants of the paper's Table 2 (BitLinear 1–16 bit)
             "warm per-sample forward pass on this CPU (1 thread).")
 
 df = results()
-pairs = sorted({(t, p) for t, p in zip(df["task"], df["protocol"])}) if not df.empty else []
-if not pairs:
-    st.warning("No cached runs yet. Run `python -m qmoe reproduce`.")
-    st.stop()
 c1, c2, c3 = st.columns(3)
-task = c1.selectbox("Task", paper_task_first({t for t, _ in pairs}), help="major = the 5 ESC-50 categories (the paper's task)")
-protocol = c2.selectbox("Protocol", sorted({p for t, p in pairs if t == task}),
-                        help="predefined = ESC-50's folds (leak-free); paper = the reference's shuffled folds (leaky)")
+task, protocol = pick_task_protocol(df, c1, c2)
 err = c3.radio("Latency error bars", ["per-sample std (within a run)", "std of the fold means"])
 
 table = bitwidth_table(df, task, protocol)

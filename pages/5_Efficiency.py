@@ -7,19 +7,14 @@ import streamlit as st
 from qmoe.analysis import deployment_table, efficiency_table, latency_variance
 from qmoe.energy import PAPER_G_PER_KWH
 from qmoe.store import ResultStore
-from qmoe.ui import csv_download, paper_task_first, results
+from qmoe.ui import csv_download, pick_task_protocol, results
 
 st.set_page_config(page_title="qmoe · Efficiency", page_icon="🎧", layout="wide")
 st.title("Efficiency: latency, energy, CO₂")
 
 df = results()
-pairs = sorted({(t, p) for t, p in zip(df["task"], df["protocol"])}) if not df.empty else []
-if not pairs:
-    st.warning("No cached runs yet. Run `python -m qmoe reproduce`.")
-    st.stop()
 c1, c2 = st.columns(2)
-task = c1.selectbox("Task", paper_task_first({t for t, _ in pairs}))
-protocol = c2.selectbox("Protocol", sorted({p for t, p in pairs if t == task}))
+task, protocol = pick_task_protocol(df, c1, c2)
 
 eff = efficiency_table(df, task, protocol)
 st.subheader(f"Every variant — {task} / {protocol} (mean over cached folds, seed 0)")

@@ -6,7 +6,7 @@ import streamlit as st
 
 from qmoe.analysis import CONFIDENCE_VARIANT, Missing, routing_confidence, significance_table
 from qmoe.store import ResultStore
-from qmoe.ui import csv_download, paper_task_first, results
+from qmoe.ui import csv_download, pick_task_protocol, results
 
 st.set_page_config(page_title="qmoe · Significance", page_icon="🎧", layout="wide")
 st.title("Significance tests")
@@ -16,13 +16,8 @@ st.markdown("Paired t-tests on the 5 fold scores, Bonferroni-corrected within ea
             "(Figure 2); Spearman's rho for rank stability. Each row names its test and n; small-n warnings are kept.")
 
 df = results()
-pairs = sorted({(t, p) for t, p in zip(df["task"], df["protocol"])}) if not df.empty else []
-if not pairs:
-    st.warning("No cached runs yet. Run `python -m qmoe reproduce`.")
-    st.stop()
 c1, c2, c3 = st.columns(3)
-task = c1.selectbox("Task", paper_task_first({t for t, _ in pairs}))
-protocol = c2.selectbox("Protocol", sorted({p for t, p in pairs if t == task}))
+task, protocol = pick_task_protocol(df, c1, c2)
 level = c3.slider("Significance level", 0.001, 0.10, 0.05, step=0.001, format="%.3f")
 
 store = ResultStore()

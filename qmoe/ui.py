@@ -134,3 +134,17 @@ def show_routing_decision(pred, tm, download_name: str = "routing-decision.csv")
                   "cross-validation run." if reference is not None else ""))
     st.dataframe(why.table, hide_index=True, width="stretch")
     csv_download(why.table, download_name)
+
+
+def pick_task_protocol(df: pd.DataFrame, task_column, protocol_column) -> tuple[str, str]:
+    """Task and protocol pickers over the cached runs (the paper's task first); stops the page if none."""
+    pairs = sorted(set(zip(df["task"], df["protocol"]))) if not df.empty else []
+    if not pairs:
+        st.warning("No cached runs yet. Run `python -m qmoe reproduce`.")
+        st.stop()
+    task = task_column.selectbox("Task", paper_task_first({t for t, _ in pairs}),
+                                 help="major = the 5 ESC-50 categories (the paper's task); class = the 50 classes")
+    protocol = protocol_column.selectbox(
+        "Protocol", sorted({p for t, p in pairs if t == task}),
+        help="predefined = ESC-50's folds (leak-free); paper = the reference's shuffled folds (leaky)")
+    return task, protocol
