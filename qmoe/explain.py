@@ -352,18 +352,7 @@ def walkthrough(model, x, temperature: float = 1.0, top_k: int = 1, alpha: float
 
 def expert_costs_ms(model, x, repeats: int = 30) -> np.ndarray:
     """Median wall time (ms) of each expert on one embedding: the C(S) of Eq. 9, measured here."""
-    import time
+    from .measure import latency
 
     x = torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(1, -1)
-    out = []
-    with torch.no_grad():
-        for e in model.experts:
-            e.eval()
-            e(x)
-            t = []
-            for _ in range(repeats):
-                s = time.perf_counter()
-                e(x)
-                t.append(time.perf_counter() - s)
-            out.append(1000 * float(np.median(t)))
-    return np.asarray(out)
+    return np.asarray([latency(e, x, rounds=repeats, warmup=1).p50_ms for e in model.experts])
