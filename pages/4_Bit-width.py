@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from qmoe.analysis import BIT_SWEEP, bitwidth_table
-from qmoe.ui import csv_download, pick_task_protocol, results
+from qmoe.ui import csv_download, pick_slice, results
 
 st.set_page_config(page_title="qmoe · Bit-width", page_icon="🎧", layout="wide")
 st.title("Bit-width sweep")
@@ -14,8 +14,8 @@ st.markdown("Single-model variants of the paper's Table 2 (BitLinear 1–16 bit)
             "warm per-sample forward pass on this CPU (1 thread).")
 
 df = results()
-c1, c2, c3 = st.columns(3)
-task, protocol = pick_task_protocol(df, c1, c2)
+c0, c1, c2, c3 = st.columns(4)
+df, dataset, task, protocol = pick_slice(df, c0, c1, c2)
 err = c3.radio("Latency error bars", ["per-sample std (within a run)", "std of the fold means"])
 
 table = bitwidth_table(df, task, protocol)
@@ -30,7 +30,7 @@ if not incomplete.empty:
     st.warning("Still filling (fewer than 5 folds cached): " + ", ".join(
         f"{v} ({n}/5)" for v, n in zip(incomplete["variant"], incomplete["folds"])))
 
-st.subheader(f"{task} / {protocol}")
+st.subheader(f"{dataset} / {task} / {protocol}")
 show = table.drop(columns=["energy_method"])
 st.dataframe(show, hide_index=True, width="stretch")
 csv_download(show, f"qmoe-bitwidth-{task}-{protocol}.csv")

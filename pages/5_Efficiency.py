@@ -7,17 +7,17 @@ import streamlit as st
 from qmoe.analysis import deployment_table, efficiency_table, latency_variance
 from qmoe.energy import PAPER_G_PER_KWH
 from qmoe.store import ResultStore
-from qmoe.ui import csv_download, pick_task_protocol, results
+from qmoe.ui import csv_download, pick_slice, results
 
 st.set_page_config(page_title="qmoe · Efficiency", page_icon="🎧", layout="wide")
 st.title("Efficiency: latency, energy, CO₂")
 
 df = results()
-c1, c2 = st.columns(2)
-task, protocol = pick_task_protocol(df, c1, c2)
+c0, c1, c2 = st.columns(3)
+df, dataset, task, protocol = pick_slice(df, c0, c1, c2)
 
 eff = efficiency_table(df, task, protocol)
-st.subheader(f"Every variant — {task} / {protocol} (mean over cached folds, seed 0)")
+st.subheader(f"Every variant — {dataset} / {task} / {protocol} (mean over cached folds, seed 0)")
 st.dataframe(eff.drop(columns=["energy_method"]), hide_index=True, width="stretch")
 csv_download(eff, f"qmoe-efficiency-{task}-{protocol}.csv")
 method = eff["energy_method"].dropna()

@@ -6,7 +6,7 @@ import streamlit as st
 
 from qmoe.analysis import CONFIDENCE_VARIANT, Missing, routing_confidence, significance_table
 from qmoe.store import ResultStore
-from qmoe.ui import csv_download, pick_task_protocol, results
+from qmoe.ui import csv_download, pick_slice, results
 
 st.set_page_config(page_title="qmoe · Significance", page_icon="🎧", layout="wide")
 st.title("Significance tests")
@@ -16,8 +16,8 @@ st.markdown("Paired t-tests on the 5 fold scores, Bonferroni-corrected within ea
             "(Figure 2); Spearman's rho for rank stability. Each row names its test and n; small-n warnings are kept.")
 
 df = results()
-c1, c2, c3 = st.columns(3)
-task, protocol = pick_task_protocol(df, c1, c2)
+c0, c1, c2, c3 = st.columns(4)
+df, dataset, task, protocol = pick_slice(df, c0, c1, c2)
 level = c3.slider("Significance level", 0.001, 0.10, 0.05, step=0.001, format="%.3f")
 
 store = ResultStore()
@@ -27,7 +27,7 @@ if table.empty:
 else:
     p_judge = table["p_corrected"].fillna(table["p"])
     table.insert(table.columns.get_loc("p_corrected") + 1, "significant", p_judge < level)
-    st.subheader(f"{task} / {protocol}: {int((p_judge < level).sum())} of {len(table)} tests significant at "
+    st.subheader(f"{dataset} / {task} / {protocol}: {int((p_judge < level).sum())} of {len(table)} tests significant at "
                  f"{level:.3f}")
     st.dataframe(table, hide_index=True, width="stretch")
     csv_download(table, f"qmoe-significance-{task}-{protocol}.csv")

@@ -2,10 +2,10 @@
 import streamlit as st
 
 from qmoe import jobs
-from qmoe.datasets import PROTOCOLS, list_datasets
+from qmoe.datasets import PROTOCOLS, dataset_tasks, list_datasets
 from qmoe.errors import QmoeError
 from qmoe.variants import list_variants
-from qmoe.ui import results
+from qmoe.ui import paper_task_first, results
 
 st.set_page_config(page_title="qmoe · Run experiment", page_icon="🎧", layout="wide")
 st.title("Run an experiment")
@@ -38,26 +38,44 @@ def status():
 
 status()
 
+OWN_FOLDER = "your own folder..."
+c = st.columns([1, 2])
+dataset = c[0].selectbox("Dataset", list_datasets() + [OWN_FOLDER],
+                         help="folder:<name> = a folder dataset under data/folders/ (e.g. `python -m qmoe data "
+                              "esc50-folder`); UrbanSound8K / Quinn / esc50-audio need `python -m qmoe data download`")
+if dataset == OWN_FOLDER:
+    path = c[1].text_input("Folder on this machine: one sub-folder of clips per class (optional folds.csv)",
+                           placeholder="/path/to/my_sounds")
+    if not path.strip():
+        st.stop()
+    dataset = f"folder:{path.strip()}"
+try:
+    known_tasks = paper_task_first(dataset_tasks(dataset))
+except QmoeError as e:
+    st.error(f"Cannot use {dataset}: {e}")
+    st.stop()
+
 with st.form("run"):
     c = st.columns(2)
-    dataset = c[0].selectbox("Dataset", list_datasets())
-    tasks = c[1].multiselect("Task", ["major", "class"], default=["major"],
-                             help="major = ESC-50's 5 categories (the paper's task); class = the 50 classes")
-    protocols = c[0].multiselect("Protocol", list(PROTOCOLS), default=["predefined"],
+    tasks = c[0].multiselect("Task", known_tasks, default=known_tasks[:1],
+                             help="major = ESC-50's 5 categories (the paper's task); class = the 50 classes, "
+                                  "or a folder dataset's class folders")
+    protocols = c[1].multiselect("Protocol", list(PROTOCOLS), default=["predefined"],
                                  format_func=lambda p: f"{p}: {PROTOCOLS[p]}")
-    folds = c[1].multiselect("Folds", [1, 2, 3, 4, 5], default=[1, 2, 3, 4, 5])
-    variants = st.multiselect("Variants", list_variants(), default=["Q4-Base"])
+    folds = c[0].multiselect("Folds (none picked = all of the dataset's folds)", list(range(1, 11)),
+                             help="ESC-50, Quinn and folder datasets have 5 folds; UrbanSound8K has 10")
+    variants = c[1].multiselect("Variants", list_variants(), default=["Q4-Base"])
     submitted = st.form_submit_button("Run")
 
 if submitted:
     try:
         info = jobs.start({"dataset": dataset, "tasks": tasks, "protocols": protocols, "variants": variants,
-                           "folds": sorted(folds)})
+                           "folds": sorted(folds) or None})
     except jobs.RunInProgress as e:
         st.error(str(e))
     except QmoeError as e:
         st.error(f"Cannot start: {e}")
     else:
         st.success(f"Started (pid {info['pid']}): {len(variants)} variant(s) x {len(tasks)} task(s) x "
-                   f"{len(protocols)} protocol(s) x {len(folds)} fold(s). Progress shows above; the other pages "
+                   f"{len(protocols)} protocol(s) x {len(folds) or 'all'} fold(s). Progress shows above; the other pages "
                    "read the cache and update as runs finish.")

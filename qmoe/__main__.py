@@ -28,10 +28,13 @@ def cmd_embed(a):
 def cmd_train(a):
     import pandas as pd
 
+    from .datasets import dataset_tasks
     from .experiment import run_grid
     from .results import summary
 
-    records = run_grid(a.dataset, a.task, a.protocol, a.variant, a.folds, a.seeds, selection=a.selection,
+    known = dataset_tasks(a.dataset)
+    tasks = a.task or (["major"] if "major" in known else [known[0]])  # the paper's task where there is one
+    records = run_grid(a.dataset, tasks, a.protocol, a.variant, a.folds, a.seeds, selection=a.selection,
                        backbone=a.backbone)
     df = pd.DataFrame(records)
     cols = ["task", "protocol", "variant", "fold", "seed", "f1_macro", "accuracy", "params", "model_bytes"]
@@ -69,7 +72,7 @@ def cmd_ship(a):
     from .experiment import RunConfig, run
     from .inference import SHIP_FOLD, model_file_stem
 
-    for task in a.task:
+    for task in a.task or ["major"]:
         for variant in a.variant:
             cfg = RunConfig(a.dataset, task, "predefined", variant, SHIP_FOLD, a.seed)
             path = paths.MODELS_DIR / model_file_stem(a.dataset, task, variant)
@@ -183,7 +186,7 @@ def main(argv=None) -> int:
     s.set_defaults(fn=cmd_check_audio)
 
     a = p.parse_args(argv)
-    for name, default in (("task", ["major"]), ("protocol", ["predefined"]), ("variant", ["FP32-Base"])):
+    for name, default in (("protocol", ["predefined"]), ("variant", ["FP32-Base"])):  # train picks its task
         if hasattr(a, name) and getattr(a, name) is None:
             setattr(a, name, default)
     try:

@@ -68,9 +68,14 @@ def train_command(variants, task: str, protocol: str, seeds=(0,)) -> str:
 
 
 def select(df: pd.DataFrame, task: str | None = None, protocol: str | None = None, seed: int | None = 0,
-           options: str = "", selection: str = "validation", dataset: str = "esc50") -> pd.DataFrame:
-    """Rows of one task/protocol with the default options and leak-free model selection."""
-    m = (df["dataset"] == dataset) & (df["options"].fillna("") == options) & (df["selection"] == selection)
+           options: str = "", selection: str = "validation", dataset: str | None = None) -> pd.DataFrame:
+    """Rows of one task/protocol with the default options and leak-free model selection.
+
+    Callers hand in one dataset's rows (the pages' dataset picker, the ledger's ESC-50 filter); `dataset`
+    narrows further when a frame mixes several."""
+    m = (df["options"].fillna("") == options) & (df["selection"] == selection)
+    if dataset is not None:
+        m &= df["dataset"] == dataset
     if task is not None:
         m &= df["task"] == task
     if protocol is not None:

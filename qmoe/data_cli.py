@@ -1,4 +1,5 @@
-"""`python -m qmoe data download|prepare|check`: get the public datasets (see qmoe.datasets.sources)."""
+"""`python -m qmoe data download|prepare|check|esc50-folder`: get the public datasets (qmoe.datasets.sources),
+or lay ESC-50 clips out as a folder dataset."""
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,22 @@ def main_data(argv=None) -> int:
     c = sub.add_parser("check", help="check the layout of a dataset folder")
     c.add_argument("name", choices=sorted(SOURCES))
     c.add_argument("folder")
+    f = sub.add_parser("esc50-folder", help="lay ESC-50 clips out as a folder dataset (root/<class>/<clip>)")
+    f.add_argument("--fold", type=int, default=4, help="which fold's clips (the shared copy has fold 4)")
+    f.add_argument("--task", choices=["major", "class"], default="major", help="class folders: 5 categories or 50")
+    f.add_argument("--audio", help="folder of ESC-50 .flac clips (default: the shared fold-4 audio)")
+    f.add_argument("--to", help="target (default data/folders/esc50-fold<fold>-<task>)")
+    f.add_argument("--copy", action="store_true", help="copy the clips instead of linking them")
     a = p.parse_args(argv)
     try:
+        if a.action == "esc50-folder":
+            from .datasets.esc50 import make_class_folders
+            from .datasets.folder import PREFIX, folders_dir
+
+            root = make_class_folders(a.to, a.fold, a.task, a.audio, a.copy)
+            name = root.name if root.parent.resolve() == folders_dir().resolve() else str(root.resolve())
+            print(f"{root}: {sum(1 for _ in root.rglob('*.flac'))} clips; use it as dataset {PREFIX}{name}")
+            return 0
         if a.action == "download":
             src = get_source(a.name)
             print(f"{a.name}: checksum: {src.md5 or 'none'} ({src.checksum_note})", file=sys.stderr)

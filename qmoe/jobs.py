@@ -80,6 +80,7 @@ def last_run(root=None) -> dict | None:
 
 def validate(spec: dict) -> dict:
     """Check a job spec before anything starts (unknown variants etc. raise ConfigError)."""
+    from .datasets import dataset_tasks
     from .experiment import RunConfig
 
     spec = {"dataset": "esc50", "tasks": ["major"], "protocols": ["predefined"], "variants": [], "folds": None,
@@ -90,6 +91,9 @@ def validate(spec: dict) -> dict:
         raise QmoeError("pick at least one fold (or all folds)")
     for v in spec["variants"]:
         RunConfig(spec["dataset"], spec["tasks"][0], spec["protocols"][0], v).validate()
+    known = dataset_tasks(spec["dataset"])  # also checks a folder dataset's layout, before anything starts
+    if unknown := [t for t in spec["tasks"] if t not in known]:
+        raise QmoeError(f"{spec['dataset']} has no task {', '.join(unknown)}; its tasks: {', '.join(known)}")
     return spec
 
 

@@ -49,12 +49,14 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
     sel = df[(df["selection"] == "validation") & (df["seed"] == 0) & (df["options"] == "")
              & df["variant"].isin(HEADLINE_VARIANTS)]
     if sel.empty:
-        return pd.DataFrame(columns=["task", "protocol", "variant", "folds", "F1 (macro)", "model_bytes",
+        return pd.DataFrame(columns=["dataset", "task", "protocol", "variant", "folds", "F1 (macro)", "model_bytes",
                                      "latency_ms_mean"])
-    g = sel.groupby(["task", "protocol", "variant"])
+    g = sel.groupby(["dataset", "task", "protocol", "variant"])
     out = g.agg(folds=("fold", "nunique"), f1=("f1_macro", "mean"), sd=("f1_macro", "std"),
                 model_bytes=("model_bytes", "first"), latency_ms_mean=("latency_ms_mean", "mean")).reset_index()
     out["F1 (macro)"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(out.pop("f1"), out.pop("sd").fillna(0))]
     order = {v: i for i, v in enumerate(HEADLINE_VARIANTS)}
-    out = out.sort_values(["task", "protocol", "variant"], key=lambda c: c.map(order) if c.name == "variant" else c)
-    return out[["task", "protocol", "variant", "folds", "F1 (macro)", "model_bytes", "latency_ms_mean"]]
+    first = {"variant": order, "dataset": {"esc50": 0}}  # the shipped ESC-50 grid, then other datasets
+    out = out.sort_values(["dataset", "task", "protocol", "variant"],
+                          key=lambda c: c.map(first[c.name]).fillna(len(order)) if c.name in first else c)
+    return out[["dataset", "task", "protocol", "variant", "folds", "F1 (macro)", "model_bytes", "latency_ms_mean"]]

@@ -136,15 +136,27 @@ def show_routing_decision(pred, tm, download_name: str = "routing-decision.csv")
     csv_download(why.table, download_name)
 
 
-def pick_task_protocol(df: pd.DataFrame, task_column, protocol_column) -> tuple[str, str]:
-    """Task and protocol pickers over the cached runs (the paper's task first); stops the page if none."""
-    pairs = sorted(set(zip(df["task"], df["protocol"]))) if not df.empty else []
-    if not pairs:
+def paper_dataset_first(datasets) -> list[str]:
+    """Datasets for a picker, the shipped ESC-50 grid first so it is the default."""
+    return sorted(set(datasets), key=lambda d: (d != "esc50", d))
+
+
+def pick_slice(df: pd.DataFrame, dataset_column, task_column, protocol_column) -> tuple[pd.DataFrame, str, str, str]:
+    """Dataset, task and protocol pickers over the cached runs; returns (that dataset's rows, dataset, task, protocol).
+
+    ESC-50 and its paper task come first; stops the page when nothing is cached."""
+    if df.empty:
         st.warning("No cached runs yet. Run `python -m qmoe reproduce`.")
         st.stop()
+    dataset = dataset_column.selectbox(
+        "Dataset", paper_dataset_first(df["dataset"]),
+        help="esc50 = the shipped grid; folder:<name> = a folder of your own audio (python -m qmoe train --dataset ...)")
+    df = df[df["dataset"] == dataset]
+    pairs = sorted(set(zip(df["task"], df["protocol"])))
     task = task_column.selectbox("Task", paper_task_first({t for t, _ in pairs}),
-                                 help="major = the 5 ESC-50 categories (the paper's task); class = the 50 classes")
+                                 help="major = the 5 ESC-50 categories (the paper's task); class = the 50 classes "
+                                      "(a folder dataset's one task is its class folders)")
     protocol = protocol_column.selectbox(
         "Protocol", sorted({p for t, p in pairs if t == task}),
-        help="predefined = ESC-50's folds (leak-free); paper = the reference's shuffled folds (leaky)")
-    return task, protocol
+        help="predefined = the dataset's own folds (leak-free); paper = the reference's shuffled folds (leaky)")
+    return df, dataset, task, protocol

@@ -10,6 +10,7 @@ import zipfile
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
@@ -246,3 +247,24 @@ def test_quinn_class_folders_prepare_and_missing_classes(clips, tmp_path):
     report = prepare("quinn", tmp_path / "p.zip", tmp_path / "p")
     assert not report.ok and "quiet: 0 clips found" in report.message()
     assert verify_layout(SOURCES["quinn"], tmp_path / "q" / "quinn").ok
+
+
+def test_esc50_from_its_source_audio_is_a_dataset_with_both_tasks(server, esc50_zip, tmp_path, monkeypatch):
+    """`esc50-audio`: the downloaded archive, rendered and embedded like an upload, ESC-50's tasks and folds."""
+    from qmoe.datasets import dataset_tasks, get_dataset
+    from qmoe.datasets.esc50 import MAJOR_NAMES
+
+    src = _source("esc50", server, _zip(esc50_zip), "/esc50.zip", counts={4: 6})
+    report = fetch("esc50", tmp_path, source=src)
+    assert report.ok, report.message()
+    monkeypatch.setenv("QMOE_ESC50_DIR", str(report.root))
+    assert dataset_tasks("esc50-audio") == ("major", "class", "reference-categories")
+    monkeypatch.setitem(SOURCES, "esc50", src)  # the 6-clip layout is complete for this test's source
+    ds = get_dataset("esc50-audio")
+    assert len(ds.X) == 6 and ds.fold_ids("predefined") == [4]
+    assert ds.embedding_info["source"] == "ESC-50 audio" and ds.task("major").class_names == MAJOR_NAMES
+    esc50 = get_dataset("esc50")  # the same clips as shared figures: the audio path gives (nearly) the same vectors
+    rows = esc50.meta.reset_index().set_index("name").loc[ds.meta["name"], "index"].to_numpy()
+    np.testing.assert_array_equal(ds.task("class").labels, esc50.task("class").labels[rows])
+    np.testing.assert_array_equal(ds.task("major").labels, esc50.task("major").labels[rows])
+    assert np.abs(ds.X - esc50.X[rows]).max() < 0.05

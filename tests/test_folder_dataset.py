@@ -128,3 +128,47 @@ def test_logmel_recipe_is_recorded_and_gives_other_embeddings(clip_folder):
     assert logmel.embedding_info["recipe"] == "logmel" and logmel.name.endswith("?recipe=logmel")
     assert logmel.X.shape == figure.X.shape and not np.allclose(logmel.X, figure.X)
     assert figure.embedding_info["audio_sha256"] == logmel.embedding_info["audio_sha256"]
+
+
+def test_esc50_folder_command_builds_a_named_machine_independent_folder_dataset(tmp_path, monkeypatch, capsys):
+    """`python -m qmoe data esc50-folder` lays the shared fold-4 audio out as data/folders/esc50-fold4-major."""
+    from qmoe.data_cli import main_data
+    from qmoe.datasets import dataset_tasks, folder, list_datasets
+    from qmoe.datasets.folder import assign_folds, parse_name, scan_folder
+
+    monkeypatch.setattr(folder, "folders_dir", lambda: tmp_path / "folders")
+    assert main_data(["esc50-folder"]) == 0
+    root = tmp_path / "folders" / "esc50-fold4-major"
+    assert "folder:esc50-fold4-major" in capsys.readouterr().out
+    meta = scan_folder(root)
+    assert len(meta) == 400 and meta["class_name"].value_counts().to_dict() == {c: 80 for c in meta["class_name"].unique()}
+    assert sorted(meta["class_name"].unique()) == ["animals", "exterior_urban", "human_non_speech",
+                                                    "interior_domestic", "natural_soundscapes"]
+    assert "CC BY-NC 3.0" in (root / "ATTRIBUTION.md").read_text()
+    # the name is relative to data/folders (the same on every checkout), listed for the app's pickers
+    assert parse_name("folder:esc50-fold4-major")[0] == root
+    assert "folder:esc50-fold4-major" in list_datasets() and dataset_tasks("folder:esc50-fold4-major") == ("class",)
+    folds, groups, rule = assign_folds(root, meta)
+    assert rule.startswith("grouped by recording")
+    for g in set(groups):  # takes of one source recording never straddle two folds
+        assert len(set(folds[groups == g])) == 1
+
+    assert main_data(["esc50-folder", "--fold", "2", "--to", str(tmp_path / "f2")]) == 2  # fold 2 has no audio here
+    assert "fold-2 clip" in capsys.readouterr().err and not (tmp_path / "f2").exists()
+
+
+def test_unusable_datasets_are_refused_before_a_run_starts(tmp_path, clip_folder):
+    from qmoe import jobs
+    from qmoe.datasets import dataset_tasks
+    from qmoe.errors import ConfigError, QmoeError
+
+    with pytest.raises(DataError, match="data download urbansound8k"):
+        dataset_tasks("urbansound8k")
+    with pytest.raises(DataError, match="does not exist"):
+        dataset_tasks(f"folder:{tmp_path / 'nowhere'}")
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        dataset_tasks("esc5O")
+    spec = {"dataset": f"folder:{clip_folder}", "tasks": ["major"], "variants": ["FP32-Base"]}
+    with pytest.raises(QmoeError, match="has no task major; its tasks: class"):
+        jobs.validate(spec)
+    assert jobs.validate({**spec, "tasks": ["class"]})["dataset"] == f"folder:{clip_folder}"

@@ -3,11 +3,18 @@
 Licence CC BY-NC 3.0 (clips from freesound.org); see data/esc50/ATTRIBUTION.md. The embeddings
 shipped in data/esc50/ are those of the 2,000 shared mel-spectrogram figures; `python -m qmoe embed
 esc50` regenerates them bit-for-bit from ../shared/datasets/esc50/mel-png.
+
+Two more ways in, both through audio: `esc50-audio` is ESC-50 from its source archive (`python -m qmoe
+data download esc50`), rendered and embedded like an upload; `make_class_folders` lays clips out as a
+folder dataset (`root/<class>/<clip>`) — the shared fold-4 audio by default — to exercise that path on
+real data.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +93,7 @@ def embed_esc50(backbone: str = DEFAULT_BACKBONE, progress=True) -> Path:
     return path
 
 
-@register_dataset("esc50")
+@register_dataset("esc50", tasks=("major", "class", "reference-categories"))
 def load_esc50(backbone: str = DEFAULT_BACKBONE) -> EmbeddedDataset:
     meta = load_meta()
     path = embeddings_path(backbone)
@@ -94,14 +101,79 @@ def load_esc50(backbone: str = DEFAULT_BACKBONE) -> EmbeddedDataset:
         embed_esc50(backbone)
     X = np.load(path, allow_pickle=False).astype(np.float32)
     info = json.loads(path.with_suffix(".json").read_text())
+    return EmbeddedDataset("esc50", X, meta, _tasks(meta), meta["fold"].to_numpy(), _groups(meta), info, CITATION)
+
+def _tasks(meta: pd.DataFrame) -> dict[str, Task]:
     target = meta["target"].to_numpy()
     class_names = tuple(meta.sort_values("target").drop_duplicates("target")["class_name"])
-    tasks = {
+    return {
         "major": Task("major", meta["major_id"].to_numpy(), MAJOR_NAMES,
                       "5 major categories (target // 10): the paper's ESC-50 task"),
         "class": Task("class", target, class_names, "the 50 ESC-50 classes"),
         "reference-categories": Task("reference-categories", reference_category(target), REFERENCE_CATEGORY_NAMES,
                                      "the reference code's 5 'categories': non-semantic cyclic blocks of targets"),
     }
-    groups = meta["name"].str.split("-").str[1].to_numpy()  # FOLD-CLIPID-TAKE-TARGET: one source recording
-    return EmbeddedDataset("esc50", X, meta, tasks, meta["fold"].to_numpy(), groups, info, CITATION)
+
+
+def _groups(meta: pd.DataFrame) -> np.ndarray:
+    return meta["name"].str.split("-").str[1].to_numpy()  # FOLD-CLIPID-TAKE-TARGET: one source recording
+
+
+@register_dataset("esc50-audio", tasks=("major", "class", "reference-categories"), source="esc50")
+def load_esc50_audio(backbone: str = DEFAULT_BACKBONE, recipe: str = "esc50-figure") -> EmbeddedDataset:
+    """ESC-50 from its source audio (data/datasets/esc50), rendered by `recipe` and embedded via the cache."""
+    from .folder import audio_dataset
+    from .sources import SOURCES, dataset_root, verify_layout
+
+    source = SOURCES["esc50"]
+    root = dataset_root("esc50")
+    report = verify_layout(source, root)
+    if report.missing or report.problems:
+        raise DataError(report.message())
+    meta = pd.read_csv(root / source.metadata).sort_values(["fold", "filename"], ignore_index=True)
+    meta = meta.assign(name=meta["filename"].str.rsplit(".", n=1).str[0], class_name=meta["category"],
+                       major_id=meta["target"] // 10)
+    tasks = _tasks(meta)
+    cls = tasks.pop("class")
+    return audio_dataset("esc50-audio", [root / source.audio.format(**r) for r in meta.to_dict("records")], meta,
+                         cls.class_names, cls.labels, meta["fold"].to_numpy(), _groups(meta), recipe, backbone,
+                         CITATION, cls.description, {"source": "ESC-50 audio", "folds": "predefined 5"}, tasks)
+
+
+def make_class_folders(to: Path | None = None, fold: int = 4, task: str = "major", audio_dir: Path | None = None,
+                       copy: bool = False) -> Path:
+    """Lay out ESC-50 clips of `fold` as a folder dataset `to/<class>/<clip>` (links, or copies).
+
+    Default source: the shared fold-4 audio; default target: data/folders/esc50-fold<fold>-<task>, which the
+    engine and the app name `folder:esc50-fold<fold>-<task>`. File names keep ESC-50's FOLD-CLIPID-TAKE-TARGET,
+    so the folder dataset groups its folds by source recording.
+    """
+    from .folder import folders_dir
+
+    if task not in ("major", "class"):
+        raise DataError(f"task must be 'major' (5 categories) or 'class' (50 classes), got {task!r}")
+    audio_dir = Path(audio_dir or shared_dir() / "audio")
+    meta = load_meta()
+    meta = meta[meta["fold"] == fold]
+    sources = {r.name: audio_dir / f"{r.name}.flac" for r in meta.itertuples()}
+    missing = [n for n, f in sources.items() if not f.exists()]
+    if not sources or missing:
+        raise DataError(f"{audio_dir} lacks {len(missing) or 'the'} fold-{fold} clip(s)"
+                        + (f", e.g. {missing[0]}.flac" if missing else "")
+                        + " (the shared copy has fold 4 only; `python -m qmoe data download esc50` has all folds)")
+    to = Path(to or folders_dir() / f"esc50-fold{fold}-{task}")
+    tmp = to.with_name(f".tmp-{to.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    labels = MAJOR_NAMES if task == "major" else None
+    for r in meta.itertuples():
+        label = labels[r.major_id] if labels else r.class_name
+        dest = tmp / label / f"{r.name}.flac"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if copy:
+            shutil.copyfile(sources[r.name], dest)
+        else:
+            os.symlink(sources[r.name].resolve(), dest)
+    (tmp / "ATTRIBUTION.md").write_text(f"ESC-50 fold {fold} clips ({task} labels). {CITATION}\n")
+    shutil.rmtree(to, ignore_errors=True)  # a complete tree replaces the old one, never a half-made one
+    os.replace(tmp, to)
+    return to

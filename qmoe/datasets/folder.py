@@ -1,6 +1,9 @@
 """Your own labelled audio as a dataset: `root/<class>/<clip>.<wav|flac|ogg|mp3|...>`.
 
 Name it `folder:<path>` (figure recipe) or `folder:<path>?recipe=logmel` anywhere a dataset name goes.
+A relative path is looked up under `data/folders/` first, then the working directory: folders kept
+there have machine-independent names (`folder:esc50-fold4-major`, made by `python -m qmoe data
+esc50-folder`), so their cached runs mean the same on every checkout.
 
 Folds (the `predefined` protocol), first rule that applies:
 1. `root/folds.csv` with columns `file,fold`: `file` is the path under root (`dog/a.wav`) or the bare file
@@ -66,7 +69,24 @@ def parse_name(name: str) -> tuple[Path, str]:
         if key != "recipe" or not value:
             raise ConfigError(f"{name!r}: the only option is '?recipe=<name>' (esc50-figure or logmel)")
         recipe = value
-    return Path(body).expanduser(), recipe
+    return resolve_root(Path(body).expanduser()), recipe
+
+
+def folders_dir() -> Path:
+    return paths.DATA_DIR / "folders"
+
+
+def resolve_root(path: Path) -> Path:
+    """Absolute paths as given; a relative one under data/folders/ if it exists there, else under the cwd."""
+    if path.is_absolute() or not (folders_dir() / path).is_dir():
+        return path
+    return folders_dir() / path
+
+
+def local_folders() -> list[str]:
+    """`folder:<name>` for each dataset folder kept under data/folders/ (shown in the app's pickers)."""
+    root = folders_dir()
+    return [f"{PREFIX}{p.name}" for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
 
 
 def scan_folder(root: Path) -> pd.DataFrame:
@@ -205,13 +225,15 @@ def embed_audio_files(files: list[Path], recipe: str = DEFAULT_RECIPE, backbone:
 
 def audio_dataset(name: str, files: list[Path], meta: pd.DataFrame, class_names: tuple[str, ...],
                   labels: np.ndarray, folds: np.ndarray, groups: np.ndarray, recipe: str, backbone: str,
-                  citation: str = "", task_description: str = "", extra_info: dict | None = None) -> EmbeddedDataset:
-    """An EmbeddedDataset with one `class` task over audio files (shared by folder, UrbanSound8K, Quinn)."""
+                  citation: str = "", task_description: str = "", extra_info: dict | None = None,
+                  extra_tasks: dict[str, Task] | None = None) -> EmbeddedDataset:
+    """An EmbeddedDataset with a `class` task (and any `extra_tasks`) over audio files (folder, UrbanSound8K,
+    Quinn, ESC-50 audio)."""
     X, info = embed_audio_files(files, recipe, backbone)
     info.update(extra_info or {})
     task = Task("class", np.asarray(labels, dtype=np.int64), tuple(class_names), task_description)
-    return EmbeddedDataset(name, X, meta.reset_index(drop=True), {"class": task}, np.asarray(folds),
-                           np.asarray(groups), info, citation)
+    return EmbeddedDataset(name, X, meta.reset_index(drop=True), {**(extra_tasks or {}), "class": task},
+                           np.asarray(folds), np.asarray(groups), info, citation)
 
 
 def load_folder(root, recipe: str = DEFAULT_RECIPE, backbone: str = DEFAULT_BACKBONE,

@@ -46,5 +46,5 @@ def load_quinn(backbone: str = DEFAULT_BACKBONE, recipe: str = "esc50-figure", n
                          {"source": "Quinn audio", "folds": f"grouped by site, {N_FOLDS} folds (seed {FOLD_SEED})"})
 
 
-register_dataset("quinn")(load_quinn)
-register_dataset("quinn-logmel")(lambda backbone=DEFAULT_BACKBONE: load_quinn(backbone, "logmel", "quinn-logmel"))
+register_dataset("quinn", source="quinn")(load_quinn)
+register_dataset("quinn-logmel", source="quinn")(lambda backbone=DEFAULT_BACKBONE: load_quinn(backbone, "logmel", "quinn-logmel"))

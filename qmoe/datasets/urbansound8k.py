@@ -32,6 +32,6 @@ def load_urbansound8k(backbone: str = DEFAULT_BACKBONE, recipe: str = "esc50-fig
                          "the 10 UrbanSound8K classes", {"source": "UrbanSound8K audio", "folds": "predefined 10"})
 
 
-register_dataset("urbansound8k")(load_urbansound8k)
-register_dataset("urbansound8k-logmel")(
+register_dataset("urbansound8k", source="urbansound8k")(load_urbansound8k)
+register_dataset("urbansound8k-logmel", source="urbansound8k")(
     lambda backbone=DEFAULT_BACKBONE: load_urbansound8k(backbone, "logmel", "urbansound8k-logmel"))
