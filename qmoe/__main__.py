@@ -92,14 +92,24 @@ def cmd_classify(a):
 
 
 def cmd_reproduce(a):
+    from .experiment import run_key
     from .reproduce import reproduce, stages
 
     if a.list:
-        for name, cfgs in stages(a.seeds).items():
-            print(f"{len(cfgs):5d} runs  {name}")
+        from .reproduce import _cached, plan
+        from .store import ResultStore
+
+        store, keys = ResultStore(), set()
+        for name in stages(a.seeds):
+            cfgs = [c for _, c in plan([name], a.seeds, a.task)]
+            done = sum(_cached(c, store) for c in cfgs)
+            print(f"{len(cfgs):5d} runs  {done:5d} cached  {name}")
+            keys.update(run_key(c) for c in cfgs)
+        print(f"{len(keys):5d} distinct runs in all (stages share some)")
         return
-    n = reproduce(workers=a.workers, only=a.only, seeds=a.seeds)
-    print(f"computed {n} runs; every result is in results/ (python -m qmoe results --csv)")
+    n = reproduce(workers=a.workers, only=a.only, seeds=a.seeds, tasks=a.task, retime=a.retime)
+    print(f"{'re-timed' if a.retime else 'computed'} {n} runs; every result is in results/ "
+          "(python -m qmoe results --csv)")
 
 
 def cmd_data(a):
@@ -170,7 +180,11 @@ def main(argv=None) -> int:
     s.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
     s.add_argument("--only", action="append", help="run only this stage (repeatable; see --list)")
     s.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4], help="seeds of the variance stages")
-    s.add_argument("--list", action="store_true", help="list the stages and their sizes")
+    s.add_argument("--list", action="store_true", help="list the stages, their sizes and how much is cached")
+    s.add_argument("--task", action="append", help="only runs of this task (repeatable)")
+    s.add_argument("--retime", action="store_true",
+                   help="re-run cached runs to re-measure latency/energy on a quiet machine (use --workers 1); "
+                        "predictions must match the cached ones exactly")
     s.set_defaults(fn=cmd_reproduce)
 
     s = sub.add_parser("claims", help="hold the paper's claims against the cache; writes results/claims.csv")
