@@ -4,7 +4,7 @@
     python bench/grid.py [--variants FP32-Base,Q8-Base-PTQ] [--folds 1,2] [--workers 2]
 
 Prints both wall times and their ratio (one run). Other work on the machine (e.g. a running reproduce) slows both
-sides; the ratio is what matters. The full grid's wall time is printed by `python -m qmoe reproduce` itself.
+sides; the ratio is what matters. `python -m qmoe reproduce` prints its own wall time.
 """
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ import streamlit as st
 from qmoe.explain import confidence_by_expert, explain, filter_routing, routing_table, sample_routing
 from qmoe.errors import QmoeError
 from qmoe.inference import classify, shipped_models
-from qmoe.ui import (csv_download, paper_task_first, results, routing_bars, run_arrays, run_label, run_record,
-                     show_routing_decision, trained_model)
+from qmoe.ui import (csv_download, paper_dataset_first, paper_task_first, results, routing_bars, run_arrays,
+                     run_label, run_record, show_routing_decision, trained_model)
 from qmoe.variants import list_variants
 
 MOE_NAMES = set(list_variants("moe"))
@@ -41,7 +41,7 @@ with cached_tab:
     moe["run"] = moe.apply(run_label, axis=1)
 
     c = st.columns(5)
-    dataset = c[0].selectbox("Dataset", sorted(moe.dataset.unique()))
+    dataset = c[0].selectbox("Dataset", paper_dataset_first(moe.dataset.unique()))
     moe = moe[moe.dataset == dataset]
     task = c[1].selectbox("Task", paper_task_first(moe.task.unique()), help="major = 5 categories (paper); class = 50 classes")
     moe = moe[moe.task == task]

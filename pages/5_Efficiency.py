@@ -23,6 +23,13 @@ csv_download(eff, f"qmoe-efficiency-{task}-{protocol}.csv")
 method = eff["energy_method"].dropna()
 if not method.empty:
     st.caption(f"Energy and CO₂ are codecarbon's estimate, not a measurement: {method.iloc[0]}")
+load = eff["load_average_max"].max()
+if load == load:  # recorded
+    st.caption(f"Timings: warm per-sample forward passes, 1 thread. `load_average_max` is the machine's 1-minute load "
+               f"average when they were taken (highest here {load:.1f} on {eff.shape[0]} variants); above ~1 other "
+               "work shared the cores and the spread is inflated. Re-measure on a quiet machine with "
+               "`python -m qmoe reproduce --retime --workers 1` (it retrains, checks the predictions are unchanged "
+               "and replaces only what was measured).")
 
 order = eff.sort_values("latency_ms_mean")
 left, right = st.columns(2)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from .errors import QmoeError
 
@@ -107,9 +108,10 @@ def cmd_reproduce(a):
             keys.update(run_key(c) for c in cfgs)
         print(f"{len(keys):5d} distinct runs in all (stages share some)")
         return
+    t0 = time.perf_counter()
     n = reproduce(workers=a.workers, only=a.only, seeds=a.seeds, tasks=a.task, retime=a.retime)
-    print(f"{'re-timed' if a.retime else 'computed'} {n} runs; every result is in results/ "
-          "(python -m qmoe results --csv)")
+    print(f"{'re-timed' if a.retime else 'computed'} {n} runs in {time.perf_counter() - t0:.0f} s wall time; "
+          "every result is in results/ (python -m qmoe results --csv)")
 
 
 def cmd_data(a):

@@ -32,8 +32,11 @@ LATENCY_NOTE = ("The paper's 'latency' is CodeCarbon's duration of a whole valid
 ENERGY_NOTE = ("The paper's 'mJ' / 'ug' are CodeCarbon training energy in Wh (kWh x 1000) and CO2 in mg "
                "(kg x 1e6), per the reference code; ours are codecarbon's estimate of inference energy / CO2 per "
                "sample (no power counters here: ~TDP x CPU share x time, so energy tracks latency), 367 g/kWh.")
-QUINN = "Quinn is not available here (no data); only ESC-50 is."
-URBAN = "UrbanSound8K is not available here (no data); only ESC-50 is."
+QUINN = ("Quinn's clips are not on this machine and have no public archive we know of (get them from the authors, "
+         "then `python -m qmoe data prepare quinn --from ...`); this ledger judges the ESC-50 claims.")
+URBAN = ("UrbanSound8K cannot be downloaded on this machine (no network to zenodo); with a network, "
+         "`python -m qmoe data download urbansound8k`, then `python -m qmoe train --dataset urbansound8k ...`; "
+         "this ledger judges the ESC-50 claims.")
 COLUMNS = ["id", "location", "claim", "paper_value", "criterion", "ours_paper", "ours_predefined", "verdict_paper",
            "verdict_predefined", "verdict", "verdict_basis", "test", "n", "notes", "command"]
 

@@ -84,7 +84,7 @@ def test_routing_explorer_filters_and_shows_figure2():
     variant = _widget(at.selectbox, "Variant").value
     df = results_frame()
     runs = df[(df.variant + df.options.map(lambda o: f" [{o}]" if o else "") == variant)
-              & (df.task == _widget(at.selectbox, "Task").value) & (df.protocol == _widget(at.selectbox, "Protocol").value)]
+              & (df.dataset == _widget(at.selectbox, "Dataset").value) & (df.task == _widget(at.selectbox, "Task").value) & (df.protocol == _widget(at.selectbox, "Protocol").value)]
     runs = runs[runs.seed == runs.seed.min()]
     chosen = np.concatenate([ResultStore().arrays(k)["routing__chosen_expert"] for k in runs.key])
     experts = ResultStore().get(runs.key.iloc[0])["expert_names"]
@@ -97,6 +97,9 @@ def test_routing_explorer_filters_and_shows_figure2():
     samples = next(d.value for d in at.dataframe if "true_class" in d.value.columns)
     assert 0 < len(samples) < len(chosen) and samples.confidence.between(0.6, 0.8).all()
     assert "Handled by expert:" in _text(at)
+    _widget(at.selectbox, "Dataset").select("folder:esc50-fold4-major").run()  # the shipped folder dataset's MoE runs
+    _ok(at)
+    assert _widget(at.selectbox, "Task").value == "class" and "folder:esc50-fold4-major" in at.caption[0].value
 
 
 def test_alpha_sweep_recomputes_for_the_slider_alpha():
