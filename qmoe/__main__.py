@@ -139,6 +139,11 @@ def cmd_check_audio(a):
 def main(argv=None) -> int:
     from .backbones import DEFAULT_BACKBONE
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    passthrough = {"claims": cmd_claims, "data": cmd_data}  # they parse their own options (argparse's REMAINDER
+    if argv and argv[0] in passthrough:                     # cannot capture a leading --option)
+        return passthrough[argv[0]](argparse.Namespace(rest=argv[1:])) or 0
+
     p = argparse.ArgumentParser(prog="python -m qmoe", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -82,7 +82,7 @@ def test_ledger_on_the_real_cache(tmp_path):
     not_run = led[led["verdict"] == C.NOT_RUN]
     assert not_run["command"].str.startswith("python -m qmoe train").all()
     untestable = led[led["verdict"] == C.UNTESTABLE]
-    assert untestable["notes"].str.contains("not available").all()
+    assert untestable["notes"].str.contains("not on this machine|cannot be downloaded on this machine").all()
     judged = led[led["verdict"].isin([C.HOLDS, C.FAILS])]
     assert (judged["verdict_basis"] != "").all() and judged["criterion"].str.len().gt(0).all()
     assert len(judged) >= 1  # the single-model runs are in the repo's results/
@@ -92,7 +92,9 @@ def test_ledger_on_the_real_cache(tmp_path):
 
 
 def test_cli_hook_writes_the_csv(tmp_path, capsys):
+    from qmoe.__main__ import main
+
     out = tmp_path / "c.csv"
-    assert C.main_claims(["--out", str(out)]) == 0
+    assert main(["claims", "--out", str(out)]) == 0  # `python -m qmoe claims --out ...`
     assert "written to" in capsys.readouterr().out
     assert len(pd.read_csv(out)) == len(C.CLAIMS)
