@@ -6,8 +6,8 @@ import streamlit as st
 from qmoe.explain import confidence_by_expert, explain, filter_routing, routing_table, sample_routing
 from qmoe.errors import QmoeError
 from qmoe.inference import classify, shipped_models
-from qmoe.ui import (csv_download, paper_dataset_first, paper_task_first, results, routing_bars, run_arrays,
-                     run_label, run_record, show_routing_decision, trained_model)
+from qmoe.ui import (csv_download, leak_free_first, paper_dataset_first, paper_task_first, results, routing_bars,
+                     run_arrays, run_label, run_record, show_routing_decision, trained_model)
 from qmoe.variants import list_variants
 
 MOE_NAMES = set(list_variants("moe"))
@@ -45,7 +45,7 @@ with cached_tab:
     moe = moe[moe.dataset == dataset]
     task = c[1].selectbox("Task", paper_task_first(moe.task.unique()), help="major = 5 categories (paper); class = 50 classes")
     moe = moe[moe.task == task]
-    protocol = c[2].selectbox("Protocol", sorted(moe.protocol.unique()))
+    protocol = c[2].selectbox("Protocol", leak_free_first(moe.protocol.unique()))
     moe = moe[moe.protocol == protocol]
     runs = sorted(moe.run.unique())
     default = next((i for i, r in enumerate(runs) if r == "BitNet-Q4/8-QMoE-C@0.2"), 0)

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from qmoe.explain import RECOMPUTED, reroute, run_alpha, sweep_table
-from qmoe.ui import csv_download, paper_task_first, results, run_arrays, run_label, run_record
+from qmoe.ui import csv_download, leak_free_first, paper_task_first, results, run_arrays, run_label, run_record
 
 st.set_page_config(page_title="qmoe · Alpha sweep", page_icon="🎧", layout="wide")
 st.title("Curiosity strength alpha")
@@ -20,7 +20,7 @@ if moe.empty:
     st.stop()
 c = st.columns(3)
 task = c[0].selectbox("Task", paper_task_first(moe.task.unique()))
-protocol = c[1].selectbox("Protocol", sorted(moe[moe.task == task].protocol.unique()))
+protocol = c[1].selectbox("Protocol", leak_free_first(moe[moe.task == task].protocol.unique()))
 alpha = c[2].slider("alpha", 0.0, 2.0, 0.3, 0.01)
 
 

@@ -136,6 +136,11 @@ def show_routing_decision(pred, tm, download_name: str = "routing-decision.csv")
     csv_download(why.table, download_name)
 
 
+def leak_free_first(protocols) -> list[str]:
+    """Protocols for a picker, the leak-free `predefined` first so it is the default."""
+    return sorted(set(protocols), key=lambda p: (p != "predefined", p))
+
+
 def paper_dataset_first(datasets) -> list[str]:
     """Datasets for a picker, the shipped ESC-50 grid first so it is the default."""
     return sorted(set(datasets), key=lambda d: (d != "esc50", d))
@@ -157,6 +162,6 @@ def pick_slice(df: pd.DataFrame, dataset_column, task_column, protocol_column) -
                                  help="major = the 5 ESC-50 categories (the paper's task); class = the 50 classes "
                                       "(a folder dataset's one task is its class folders)")
     protocol = protocol_column.selectbox(
-        "Protocol", sorted({p for t, p in pairs if t == task}),
+        "Protocol", leak_free_first(p for t, p in pairs if t == task),
         help="predefined = the dataset's own folds (leak-free); paper = the reference's shuffled folds (leaky)")
     return df, dataset, task, protocol

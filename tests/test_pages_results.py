@@ -25,6 +25,7 @@ def test_bitwidth_page_shows_cached_f1_and_switches_task():
     task, protocol = _by_label(at.selectbox, "Task").value, _by_label(at.selectbox, "Protocol").value
     df = results_frame()
     assert _by_label(at.selectbox, "Dataset").value == "esc50"
+    assert _by_label(at.selectbox, "Protocol").value == "predefined"  # leak-free first, though "paper" sorts first
     sel = df[(df.dataset == "esc50") & (df.task == task) & (df.protocol == protocol) & (df.seed == 0)
              & (df.options == "") & (df.selection == "validation") & (df.variant == "FP32-Base")]
     assert table.loc["FP32-Base", "f1_mean"] == pytest.approx(sel.f1_macro.mean())

@@ -104,6 +104,7 @@ def test_routing_explorer_filters_and_shows_figure2():
 
 def test_alpha_sweep_recomputes_for_the_slider_alpha():
     at = _run("3_Alpha_sweep.py")
+    assert _widget(at.selectbox, "Protocol").value == "predefined"  # the leak-free protocol is the default
     assert "Recomputed on the fly" in " ".join(c.value for c in at.caption)
     _widget(at.slider, "alpha").set_value(1.5).run()
     _ok(at)
