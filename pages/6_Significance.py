@@ -27,8 +27,8 @@ if table.empty:
 else:
     p_judge = table["p_corrected"].fillna(table["p"])
     table.insert(table.columns.get_loc("p_corrected") + 1, "significant", p_judge < level)
-    st.subheader(f"{dataset} / {task} / {protocol}: {int((p_judge < level).sum())} of {len(table)} tests significant at "
-                 f"{level:.3f}")
+    st.subheader(f"{dataset} / {task} / {protocol}: {int((p_judge < level).sum())} of {len(table)} tests "
+                 f"significant at {level:.3f}")
     st.dataframe(table, hide_index=True, width="stretch")
     csv_download(table, f"qmoe-significance-{task}-{protocol}.csv")
 

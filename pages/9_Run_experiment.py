@@ -2,10 +2,10 @@
 import streamlit as st
 
 from qmoe import jobs
-from qmoe.datasets import PROTOCOLS, dataset_tasks, list_datasets
+from qmoe.datasets import PROTOCOLS, list_datasets
 from qmoe.errors import QmoeError
 from qmoe.variants import list_variants
-from qmoe.ui import paper_task_first, results
+from qmoe.ui import dataset_task_names, paper_task_first, results
 
 st.set_page_config(page_title="qmoe · Run experiment", page_icon="🎧", layout="wide")
 st.title("Run an experiment")
@@ -50,7 +50,7 @@ if dataset == OWN_FOLDER:
         st.stop()
     dataset = f"folder:{path.strip()}"
 try:
-    known_tasks = paper_task_first(dataset_tasks(dataset))
+    known_tasks = paper_task_first(dataset_task_names(dataset))
 except QmoeError as e:
     st.error(f"Cannot use {dataset}: {e}")
     st.stop()

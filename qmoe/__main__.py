@@ -93,20 +93,13 @@ def cmd_classify(a):
 
 
 def cmd_reproduce(a):
-    from .experiment import run_key
-    from .reproduce import reproduce, stages
+    from .reproduce import reproduce, status
 
     if a.list:
-        from .reproduce import _cached, plan
-        from .store import ResultStore
-
-        store, keys = ResultStore(), set()
-        for name in stages(a.seeds):
-            cfgs = [c for _, c in plan([name], a.seeds, a.task)]
-            done = sum(_cached(c, store) for c in cfgs)
-            print(f"{len(cfgs):5d} runs  {done:5d} cached  {name}")
-            keys.update(run_key(c) for c in cfgs)
-        print(f"{len(keys):5d} distinct runs in all (stages share some)")
+        rows, distinct = status(seeds=a.seeds, tasks=a.task)
+        for name, n, cached in rows:
+            print(f"{n:5d} runs  {cached:5d} cached  {name}")
+        print(f"{distinct:5d} distinct runs in all (stages share some)")
         return
     t0 = time.perf_counter()
     n = reproduce(workers=a.workers, only=a.only, seeds=a.seeds, tasks=a.task, retime=a.retime)

@@ -16,8 +16,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import QmoeError
-from .experiment import RunConfig, run, run_key
-from .store import ResultStore
+from .datasets import get_dataset
+from .experiment import RunConfig, full_config, run, run_key
+from .store import ResultStore, config_key
 
 SINGLE = ("FP32-Base", "Q1-Base", "Q2-Base", "Q4-Base", "Q8-Base", "Q16-Base", "BitNet-Base", "Q8-Base-PTQ",
           "Popcount-Base")
@@ -92,6 +93,29 @@ def plan(only: list[str] | None = None, seeds=SEEDS, tasks: list[str] | None = N
             if not tasks or c.task in tasks]
 
 
+def keyed(runs: list[tuple[str, RunConfig]]) -> dict[str, tuple[str, RunConfig]]:
+    """{cache key: (stage, config)}, loading each dataset once rather than once per config; stages that share a
+    run (the variance stages reuse seed 0) collapse to one entry."""
+    datasets = {}
+    out = {}
+    for name, c in runs:
+        if (c.dataset, c.backbone) not in datasets:
+            datasets[c.dataset, c.backbone] = get_dataset(c.dataset, c.backbone)
+        out.setdefault(config_key(full_config(c, datasets[c.dataset, c.backbone])), (name, c))
+    return out
+
+
+def status(store: ResultStore | None = None, seeds=SEEDS, tasks: list[str] | None = None):
+    """([(stage, runs, cached)], distinct runs in all) — what `reproduce --list` prints."""
+    store = store or ResultStore()
+    rows, everything = [], {}
+    for name in stages(seeds):
+        runs = keyed(plan([name], seeds, tasks))
+        rows.append((name, len(runs), sum(store.get(k) is not None for k in runs)))
+        everything.update(runs)
+    return rows, len(everything)
+
+
 def reproduce(store: ResultStore | None = None, workers: int | None = None, only: list[str] | None = None,
               seeds=SEEDS, on_progress=None, configs: list[RunConfig] | None = None, tasks: list[str] | None = None,
               retime: bool = False) -> int:
@@ -100,11 +124,10 @@ def reproduce(store: ResultStore | None = None, workers: int | None = None, only
     retime=True re-runs the selected runs that are cached (see `retime_one`) instead of the missing ones.
     """
     store = store or ResultStore()
-    todo_all = [("configs", c) for c in configs] if configs is not None else plan(only, seeds, tasks)
-    todo_all = list({run_key(c): (n, c) for n, c in todo_all}.values())  # stages share some runs
-    todo = [(n, c) for n, c in todo_all if _cached(c, store) == retime]
+    runs = keyed([("configs", c) for c in configs] if configs is not None else plan(only, seeds, tasks))
+    todo = [(n, c) for k, (n, c) in runs.items() if (store.get(k) is not None) == retime]
     workers = workers or max(1, min(len(todo), os.cpu_count() or 1))
-    total = len(todo) if retime else len(todo_all)
+    total = len(todo) if retime else len(runs)
     bar = tqdm(total=total, initial=total - len(todo), desc="re-time" if retime else "reproduce", unit="run")
     work = retime_one if retime else _run_one
     done = 0
@@ -119,7 +142,3 @@ def reproduce(store: ResultStore | None = None, workers: int | None = None, only
                 on_progress(total - len(todo) + done, total)
     bar.close()
     return done
-
-
-def _cached(cfg: RunConfig, store: ResultStore) -> bool:
-    return store.get(run_key(cfg)) is not None

@@ -136,6 +136,14 @@ def show_routing_decision(pred, tm, download_name: str = "routing-decision.csv")
     csv_download(why.table, download_name)
 
 
+@st.cache_data(show_spinner=False, ttl=30)
+def dataset_task_names(name: str) -> tuple[str, ...]:
+    """A dataset's tasks (a folder is scanned once per 30 s, not on every rerun); raises what dataset_tasks raises."""
+    from .datasets import dataset_tasks
+
+    return dataset_tasks(name)
+
+
 def leak_free_first(protocols) -> list[str]:
     """Protocols for a picker, the leak-free `predefined` first so it is the default."""
     return sorted(set(protocols), key=lambda p: (p != "predefined", p))

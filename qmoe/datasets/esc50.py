@@ -103,6 +103,7 @@ def load_esc50(backbone: str = DEFAULT_BACKBONE) -> EmbeddedDataset:
     info = json.loads(path.with_suffix(".json").read_text())
     return EmbeddedDataset("esc50", X, meta, _tasks(meta), meta["fold"].to_numpy(), _groups(meta), info, CITATION)
 
+
 def _tasks(meta: pd.DataFrame) -> dict[str, Task]:
     target = meta["target"].to_numpy()
     class_names = tuple(meta.sort_values("target").drop_duplicates("target")["class_name"])
