@@ -17,8 +17,6 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
 from .errors import ConfigError
 
@@ -162,30 +160,31 @@ class EnergyTracker:
             self._tmp.cleanup()
 
 
-def inference_energy(model: nn.Module, x, *, batch_size: int = 1, min_seconds: float = 2.0,
+def inference_energy(model, x, *, batch_size: int = 1, min_seconds: float = 2.0,
                      threads: int = 1, **tracker_kw) -> EnergyRecord:
-    """Energy per inference: repeat passes over the rows of `x` for at least `min_seconds`.
+    """Energy per inference of `model` (a runtime model or an nn.Module, as `qmoe.measure.latency` takes it):
+    repeat passes over the rows of `x` for at least `min_seconds`.
 
     A pass of a few hundred samples lasts milliseconds, far below codecarbon's resolution, so
     the work is repeated and divided by the number of samples actually processed.
     """
-    from .measure import _as_inputs, _eval_mode, torch_threads
+    from .measure import _as_inputs, running
 
     x = _as_inputs(x)
     if not isinstance(batch_size, int) or not 1 <= batch_size <= len(x):
         raise ConfigError(f"batch_size must be between 1 and {len(x)}, got {batch_size!r}")
     if not min_seconds > 0:
         raise ConfigError(f"min_seconds must be > 0, got {min_seconds!r}")
-    batches = list(torch.split(x, batch_size))
-    with torch_threads(threads), _eval_mode(model), torch.inference_mode():
+    batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+    with running(model, threads) as run:
         for b in batches[:5]:  # warm-up outside the tracked block
-            model(b)
+            run(b)
         with EnergyTracker(**tracker_kw) as et:
             t_end = time.perf_counter() + min_seconds
             n_items = 0
             while time.perf_counter() < t_end:
                 for b in batches:
-                    model(b)
+                    run(b)
                     n_items += len(b)
             et.n_items = n_items  # known only now; read when the block closes
     return et.record

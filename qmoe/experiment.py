@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -23,13 +23,16 @@ from .datasets.base import LEAKY_PROTOCOLS
 from .errors import ConfigError
 from .store import ResultStore, code_version, config_key
 from .energy import EnergyTracker
-from .measure import measure_model, model_bytes, param_count, torch_threads
+from .deploy.runtime import DEFAULT_RUNTIME, load, parity
+from .measure import exclusive, measure_model, model_bytes, param_count, torch_threads
 from .train import fit, seed_everything
 from .variants import create_model, get_variant
 
 THREADS = int(os.environ.get("QMOE_THREADS", "1"))  # fixed, so timings and float rounding are repeatable
 SCALE_FLOOR = 0.1
 LATENCY_STRIDE, LATENCY_ROUNDS = 4, 3  # per-sample latency over every 4th test clip (100 distinct), 3 rounds
+ENERGY_SECONDS = 1.0  # codecarbon tracks at least this long per runtime (its estimate is power x duration)
+COMPARE_RUNTIME, COMPARE_SEEDS = "torch-eager", (0,)  # seed-0 runs are also measured on torch eager, to compare
 SELECTIONS = {
     "validation": "early stopping on a validation split carved from the training folds (leak-free)",
     "reported-fold": "early stopping on the reported fold, as the reference code does (optimistic, leaky)",
@@ -73,17 +76,37 @@ def _scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(std, SCALE_FLOOR * np.median(std)).astype(np.float32)
 
 
-def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
-        save_model_to=None, force: bool = False) -> dict:
-    """Run (or fetch from cache) one fold; returns the cached record."""
+@dataclass
+class FittedFold:
+    """One trained fold: the deployable model (post-training steps applied) and how it was trained."""
+
+    cfg: RunConfig
+    config: dict
+    key: str
+    model: torch.nn.Module
+    mean: np.ndarray
+    scale: np.ndarray
+    X: np.ndarray  # every item of the dataset, standardized with this fold's training statistics
+    y: np.ndarray
+    class_names: tuple
+    fit_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+    history: dict
+    train_seconds: float
+    train_energy: object  # EnergyRecord of the training
+    params: int  # learned numbers of the trained model (before post-training quantization)
+
+
+def fit_fold(cfg: RunConfig, progress: bool = False, save_model_to=None, train_overrides: dict | None = None) -> FittedFold:
+    """Train one fold of `cfg` (deterministic given its seed); nothing is cached here (see `run`).
+
+    `train_overrides` replaces fields of the variant's TrainConfig (e.g. fewer epochs in a quick test); a run
+    cached by `run` never uses it.
+    """
     cfg.validate()
-    store = store or ResultStore()
     ds = get_dataset(cfg.dataset, cfg.backbone)
     config = full_config(cfg, ds)
-    key = config_key(config)
-    if not force and save_model_to is None and (hit := store.get(key)) is not None:
-        return hit
-
     task = ds.task(cfg.task)
     n_classes = len(task.class_names)
     train_idx, test_idx = ds.split(cfg.task, cfg.protocol, cfg.fold)
@@ -94,54 +117,101 @@ def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
     mean, scale = _scaler(ds.X[train_idx])
     Xs = (ds.X - mean) / scale
     y = task.labels
-
     spec = get_variant(cfg.variant)
+    recipe = replace(spec.train, **(train_overrides or {}))
     with torch_threads(THREADS):
         seed_everything(cfg.seed)
         model = create_model(cfg.variant, ds.dim, n_classes, **cfg.options)
         t0 = time.perf_counter()
         with EnergyTracker(n_items=len(fit_idx)) as tracker:
-            history = fit(model, spec.train, Xs[fit_idx], y[fit_idx], Xs[val_idx], y[val_idx], n_classes, cfg.seed,
+            history = fit(model, recipe, Xs[fit_idx], y[fit_idx], Xs[val_idx], y[val_idx], n_classes, cfg.seed,
                           progress=progress, desc=f"{cfg.variant} fold {cfg.fold}")
         train_seconds = time.perf_counter() - t0
+        key = config_key(config)
+        params = param_count(model)
         if save_model_to is not None:
             checkpoint.save(model, save_model_to, cfg.variant, ds.dim, n_classes, mean, scale,
                             {"config": config, "class_names": list(task.class_names), "key": key})
         if hasattr(model, "after_training"):
             model = model.after_training()
         model.eval()
+    return FittedFold(cfg, config, key, model, mean, scale, Xs.astype(np.float32), y, tuple(task.class_names),
+                      fit_idx, val_idx, test_idx, history, train_seconds, tracker.record, params)
 
-        X_test = torch.as_tensor(Xs[test_idx])
+
+def measure_runtimes(model: torch.nn.Module, x: np.ndarray, *, rss: bool, compare: bool,
+                     deployed=None) -> tuple[dict, dict]:
+    """(record fields, arrays) of `model` measured on the deployment runtime and, if `compare`, on torch eager.
+
+    The deployment runtime's figures are the record's top-level columns; the comparison runtime's go under
+    `by_runtime`. `deployed`: the model already loaded on the deployment runtime. One process measures at a time
+    (`measure.exclusive`), so parallel workers' timings do not disturb each other.
+    """
+    fields, arrays = {}, {}
+    runtimes = [DEFAULT_RUNTIME] + ([COMPARE_RUNTIME] if compare else [])
+    with exclusive():
+        for runtime in runtimes:
+            target = deployed if runtime == DEFAULT_RUNTIME and deployed is not None else load(model, runtime, THREADS)
+            m = measure_model(target, x, batch_size=len(x), rounds=LATENCY_ROUNDS, threads=THREADS, rss=rss,
+                              energy_seconds=ENERGY_SECONDS)
+            timings = m.pop("latency_timings_ms")
+            m.update(load_average_1min=os.getloadavg()[0])  # timings taken on a busy machine are noisier
+            if runtime == DEFAULT_RUNTIME:
+                fields.update(m)
+                arrays["latency_timings_ms"] = timings
+            else:
+                fields.setdefault("by_runtime", {})[runtime] = {k: v for k, v in m.items() if k != "machine"}
+                arrays[f"latency_timings_ms__{runtime}"] = timings
+    return fields, arrays
+
+
+def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
+        save_model_to=None, force: bool = False) -> dict:
+    """Run (or fetch from cache) one fold; returns the cached record."""
+    cfg.validate()
+    store = store or ResultStore()
+    key = run_key(cfg)
+    if not force and save_model_to is None and (hit := store.get(key)) is not None:
+        return hit
+
+    f = fit_fold(cfg, progress=progress, save_model_to=save_model_to)
+    model, test_idx = f.model, f.test_idx
+    spec = get_variant(cfg.variant)
+    with torch_threads(THREADS):
+        X_test = torch.as_tensor(f.X[test_idx])
         with torch.no_grad():
             probs = torch.softmax(model(X_test).float(), -1).numpy()
-        y_true, y_pred = y[test_idx], probs.argmax(1)
+        y_true, y_pred = f.y[test_idx], probs.argmax(1)
         arrays = {"test_idx": test_idx, "y_true": y_true, "y_pred": y_pred, "probs": probs.astype(np.float32)}
         if hasattr(model, "routing_record"):
             for k, v in model.routing_record(X_test).items():
                 arrays[f"routing__{k}"] = np.asarray(v)
-        deploy = model.packed() if hasattr(model, "packed") else model  # what a device would run
-        measured = measure_model(deploy, X_test[::LATENCY_STRIDE], batch_size=len(test_idx), rounds=LATENCY_ROUNDS,
-                                 threads=THREADS, rss=cfg.fold == ds.fold_ids(cfg.protocol)[0])  # RAM once per config
-        measured.update(params=param_count(model), model_bytes=model_bytes(model),
-                        load_average_1min=os.getloadavg()[0])  # timings taken on a busy machine are noisier
-    arrays["latency_timings_ms"] = measured.pop("latency_timings_ms")
+        ds = get_dataset(cfg.dataset, cfg.backbone)
+        deployed = load(model, DEFAULT_RUNTIME, THREADS)
+        agreement = parity(model, f.X[test_idx], deployed)  # does the deployed model answer as the engine does?
+        measured, timings = measure_runtimes(model, f.X[test_idx][::LATENCY_STRIDE],
+                                             rss=cfg.fold == ds.fold_ids(cfg.protocol)[0],  # RAM once per config
+                                             compare=cfg.seed in COMPARE_SEEDS, deployed=deployed)
+        measured.update(params=f.params, model_bytes=model_bytes(model), onnx_agreement=agreement["agreement"],
+                        onnx_max_prob_diff=agreement["max_prob_diff"])
+    arrays.update(timings)
     for k in arrays:  # probability tables are the bulk of the cache; 3 significant digits are plenty
         if k == "probs" or (k.startswith("routing__") and ("probs" in k or k.startswith("routing__mc_"))):
             arrays[k] = np.asarray(arrays[k]).astype(np.float16)
 
     record = {
-        "config": config,
+        "config": f.config,
         "dataset": cfg.dataset, "task": cfg.task, "protocol": cfg.protocol, "variant": cfg.variant,
         "fold": cfg.fold, "seed": cfg.seed, "selection": cfg.selection, "options": cfg.options,
         "leaky": cfg.protocol in LEAKY_PROTOCOLS or cfg.selection == "reported-fold",
-        "family": spec.family, "bits": spec.bits, "class_names": list(task.class_names),
+        "family": spec.family, "bits": spec.bits, "class_names": list(f.class_names),
         "expert_names": list(getattr(model, "expert_names", [])),
         "f1_macro": float(f1_score(y_true, y_pred, average="macro")),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "n_train": int(len(fit_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
-        "best_epoch": history["best_epoch"], "epochs": history["epochs"],
-        "train_seconds": train_seconds,
-        "train_energy_mj": tracker.record.energy_mj, "train_co2_ug": tracker.record.co2_ug,
+        "n_train": int(len(f.fit_idx)), "n_val": int(len(f.val_idx)), "n_test": int(len(test_idx)),
+        "best_epoch": f.history["best_epoch"], "epochs": f.history["epochs"],
+        "train_seconds": f.train_seconds,
+        "train_energy_mj": f.train_energy.energy_mj, "train_co2_ug": f.train_energy.co2_ug,
         "code_version": code_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **measured,

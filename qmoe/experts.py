@@ -52,9 +52,9 @@ class MLPExpert(nn.Module):
 
 
 class Int8PTQExpert(MLPExpert):
-    """FP32 MLP during training; int8 dynamic PTQ of its Linears once training ends."""
+    """FP32 MLP during training; int8 PTQ of its Linears once training ends (`qmoe.ptq`)."""
 
-    def __init__(self, in_dim: int, n_classes: int, backend: str = "torch.ao", per_sample: bool = True, **kw):
+    def __init__(self, in_dim: int, n_classes: int, backend: str = "qmoe", per_sample: bool = True, **kw):
         if backend not in PTQ_BACKENDS:
             raise ConfigError(f"unknown PTQ backend {backend!r}; choose from {', '.join(PTQ_BACKENDS)}")
         super().__init__(in_dim, n_classes, **kw)
@@ -137,13 +137,13 @@ def bitnet_base(in_dim: int, n_classes: int, act_delta: float = 0.05, weight_del
 
 
 @register_variant("Q8-Base-PTQ", bits=8)
-def q8_base_ptq(in_dim: int, n_classes: int, backend: str = "torch.ao", per_sample: bool = True, **kw) -> nn.Module:
-    """FP32 MLP, int8 dynamic post-training quantization of all its Linears after training.
+def q8_base_ptq(in_dim: int, n_classes: int, backend: str = "qmoe", per_sample: bool = True, **kw) -> nn.Module:
+    """FP32 MLP, int8 post-training quantization of all its Linears after training.
 
-    The reference's `qesc`: `quantize_dynamic(model, {nn.Linear}, qint8)`, per-tensor weight
-    scales, activations quantized on the fly; LayerNorms stay FP32. See `qmoe.ptq` for why
-    torch.ao rather than torchao, and why each clip is run alone by default (`per_sample`): one
-    activation scale per input tensor would make a clip's prediction depend on its batch.
+    The reference's `qesc` is torch's `quantize_dynamic(model, {nn.Linear}, qint8)`. qmoe quantizes the weights
+    exactly as it does (per-tensor symmetric int8) and the activations per row (symmetric int8, as BitLinear), so
+    a clip's answer never depends on its batch and ONNX Runtime runs it natively; `backend="torch.ao"` is torch's
+    own dynamic quantization (per-tensor activations; `per_sample` runs each clip alone). See `qmoe.ptq`.
     """
     return Int8PTQExpert(in_dim, n_classes, backend=backend, per_sample=per_sample, **kw)
 

@@ -12,7 +12,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -145,13 +144,33 @@ def _eval_mode(model: nn.Module):
         model.train(was_training)
 
 
-def _as_inputs(x) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not torch.is_tensor(x) else x).float()
+def _as_inputs(x) -> np.ndarray:
+    x = np.ascontiguousarray(x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x), dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise DataError(f"inputs must be a non-empty 2-D array (samples x features), got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if not np.isfinite(x).all():
         raise DataError("inputs contain NaN or infinite values")
-    return x.contiguous()
+    return x
+
+
+def runtime_of(model) -> str:
+    """The runtime a model runs on: a runtime model says so; a bare nn.Module is torch eager."""
+    return getattr(model, "runtime", "torch-eager")
+
+
+@contextmanager
+def running(model, threads: int):
+    """Yield `run(x: ndarray)`: `model` ready to be called repeatedly (eval mode, inference mode, `threads`).
+
+    `model` is a runtime model (`qmoe.deploy.runtime`: ONNX Runtime or torch eager, called on numpy arrays)
+    or a bare nn.Module, which is timed as it is (torch eager, no packing).
+    """
+    if isinstance(model, nn.Module):
+        with torch_threads(threads), _eval_mode(model), torch.inference_mode():
+            yield lambda b: model(torch.from_numpy(b))
+    else:
+        with torch_threads(threads):
+            yield model
 
 
 @dataclass(frozen=True)
@@ -209,9 +228,9 @@ class LatencyResult:
                 "machine": self.machine}
 
 
-def latency(model: nn.Module, x, *, batch_size: int = 1, rounds: int = DEFAULT_ROUNDS,
+def latency(model, x, *, batch_size: int = 1, rounds: int = DEFAULT_ROUNDS,
             warmup: int = DEFAULT_WARMUP, threads: int = DEFAULT_THREADS) -> LatencyResult:
-    """Time `model` on the rows of `x` (samples x features), in eval mode and inference mode.
+    """Time `model` (a runtime model or an nn.Module, see `running`) on the rows of `x` (samples x features).
 
     batch_size 1: one call per distinct sample, so data-dependent routing shows in the spread.
     batch_size > 1: consecutive full batches (a trailing partial batch is not timed).
@@ -228,16 +247,16 @@ def latency(model: nn.Module, x, *, batch_size: int = 1, rounds: int = DEFAULT_R
     batches = [x[i * batch_size:(i + 1) * batch_size] for i in range(n_calls)]
     times = np.empty((rounds, n_calls), dtype=np.float64)
     clock = time.perf_counter_ns
-    with torch_threads(threads), _eval_mode(model), torch.inference_mode():
+    with running(model, threads) as run:
         for i in range(warmup):
-            model(batches[i % n_calls])
+            run(batches[i % n_calls])
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             for r in range(rounds):
                 for j, b in enumerate(batches):
                     t0 = clock()
-                    model(b)
+                    run(b)
                     times[r, j] = clock() - t0
         finally:
             if gc_was_enabled:
@@ -248,25 +267,20 @@ def latency(model: nn.Module, x, *, batch_size: int = 1, rounds: int = DEFAULT_R
 # ---------------------------------------------------------------------------------------------
 # Peak RAM (in a fresh process)
 
-RSS_METHOD = ("peak resident set size (VmHWM) of a fresh Python process that imports torch and qmoe, "
-              "loads the model and runs inference over the given samples; whole-process, as the paper's figure")
+RSS_METHOD = ("peak resident set size (VmHWM) of a fresh Python process that imports the runtime (onnxruntime "
+              "alone, or torch and qmoe for torch eager), loads the model and runs inference over the given samples; "
+              "whole-process, as the paper's figure")
 
 
 def _peak_rss_mb() -> float:
-    """High-water RSS of this process. VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec and
-    so reports the *parent's* peak in a freshly spawned child (a 400 MB parent gives a 400 MB child)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return ru / 2**20 if sys.platform == "darwin" else ru / 1024  # bytes on macOS, KiB elsewhere
+    """High-water RSS of this process (VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec)."""
+    from .deploy.runtime import _peak_rss_mb as peak
+
+    return peak()
 
 
 def _rss_child(spec_path: str) -> None:
-    """Entry point of the measuring subprocess: prints one JSON line."""
+    """Entry point of the torch-eager measuring subprocess: prints one JSON line."""
     spec = json.loads(Path(spec_path).read_text())
     import qmoe.variants  # noqa: F401  (registers the classes a pickled model refers to)
 
@@ -287,38 +301,43 @@ def _rss_child(spec_path: str) -> None:
     print(json.dumps({"baseline_rss_mb": baseline, "peak_rss_mb": _peak_rss_mb()}))
 
 
-def peak_rss(model: nn.Module | str | Path, x, *, batch_size: int = 1, threads: int = DEFAULT_THREADS) -> dict:
+def peak_rss(model, x, *, batch_size: int = 1, threads: int = DEFAULT_THREADS) -> dict:
     """Peak RAM of inference, measured in a fresh subprocess (see `RSS_METHOD`).
 
-    `model` is a module (pickled to a temp dir for the child) or a checkpoint path (loaded with
-    `qmoe.checkpoint.load`, the app's own path). Returns `peak_rss_mb` (whole process, comparable
-    to the paper), `baseline_rss_mb` (after imports, before the model) and their difference
-    `model_rss_mb`, the share the model and its inference add.
+    `model` is an ONNX Runtime model (its ONNX file is handed to a process that imports onnxruntime only),
+    a torch module or torch-eager runtime model (pickled to a temp dir), or a checkpoint path (loaded with
+    `qmoe.checkpoint.load`, the app's own path). Returns `peak_rss_mb` (whole process, comparable to the
+    paper), `baseline_rss_mb` (after imports, before the model) and their difference `model_rss_mb`.
     """
-    x = _as_inputs(x).numpy()
+    x = _as_inputs(x)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    entry = "from qmoe.measure import _rss_child as child"
     with tempfile.TemporaryDirectory(prefix="qmoe-rss-") as tmp:
         tmp = Path(tmp)
-        if isinstance(model, nn.Module):
+        if runtime_of(model) == "onnxruntime":
+            kind, model_path, entry = "onnx", tmp / "model.onnx", "from qmoe.deploy.runtime import rss_child as child"
+            model_path.write_bytes(model.onnx_bytes)
+        elif isinstance(model, (str, Path)):
+            kind, model_path = "checkpoint", Path(model)
+        else:
             kind, model_path = "module", tmp / "model.pt"
             try:
-                torch.save(model, model_path)
+                torch.save(getattr(model, "model", model), model_path)
             except Exception as e:
                 raise ConfigError(f"cannot hand this model to a subprocess ({e}); pass a checkpoint path instead") from e
-        else:
-            kind, model_path = "checkpoint", Path(model)
         np.save(tmp / "x.npy", x)
         spec = tmp / "spec.json"
         spec.write_text(json.dumps({"kind": kind, "model": str(model_path), "x": str(tmp / "x.npy"),
                                     "batch_size": batch_size, "threads": threads}))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(paths.ROOT), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.run([sys.executable, "-c", "import sys; from qmoe.measure import _rss_child; _rss_child(sys.argv[1])",
-                               str(spec)], capture_output=True, text=True, env=env, timeout=RSS_TIMEOUT_S)
+        proc = subprocess.run([sys.executable, "-c", f"import sys; {entry}; child(sys.argv[1])", str(spec)],
+                              capture_output=True, text=True, env=env, timeout=RSS_TIMEOUT_S)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no error output"]
         raise DataError(f"peak-RAM subprocess failed: {tail[0]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out.pop("torch_loaded", None)
     out["model_rss_mb"] = out["peak_rss_mb"] - out["baseline_rss_mb"]
     out["rss_method"] = RSS_METHOD
     return out
@@ -328,18 +347,46 @@ def peak_rss(model: nn.Module | str | Path, x, *, batch_size: int = 1, threads: 
 # Everything for one trained model
 
 
-def measure_model(model: nn.Module, x, *, batch_size: int = 64, rounds: int = DEFAULT_ROUNDS,
-                  threads: int = DEFAULT_THREADS, rss: bool = True, energy: bool = True) -> dict:
+@contextmanager
+def exclusive(lock_path: Path | None = None):
+    """Hold the machine's measurement lock: one process times at a time (two timing processes on a
+    2-core machine disturb each other; a training process beside a timing one disturbs it much less)."""
+    import fcntl
+
+    path = Path(lock_path or paths.CACHE_DIR / "measure.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+MEASURED = ("latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p99", "latency_n",
+            "batch_latency_ms_mean", "batch_size", "batch_latency_per_sample_ms", "peak_rss_mb", "baseline_rss_mb",
+            "model_rss_mb", "energy_mj", "co2_ug", "energy_method", "g_co2_per_kwh", "onnx_bytes", "machine")
+
+
+def measure_model(model, x, *, runtime: str | None = None, batch_size: int = 64, rounds: int = DEFAULT_ROUNDS,
+                  threads: int = DEFAULT_THREADS, rss: bool = True, energy: bool = True,
+                  energy_seconds: float = 2.0) -> dict:
     """The measurement columns of a results row (see `qmoe.results.COLUMNS`), for a trained model.
 
-    Latency per sample (batch 1 over the rows of `x`) and batched; size; peak RAM in a subprocess
+    `runtime` ("onnxruntime", "torch-eager"): measure the engine model `model` as that runtime runs it
+    (`qmoe.deploy.runtime.load`); None: measure `model` as given (a runtime model, or a module as is).
+    Latency per sample (batch 1 over the rows of `x`) and batched; peak RAM in a fresh subprocess
     (`rss=False` skips it); inference energy per sample with codecarbon (`energy=False` skips it).
     """
     x = _as_inputs(x)
-    single = latency(model, x, batch_size=1, rounds=rounds, threads=threads)
-    batched = latency(model, x, batch_size=min(batch_size, len(x)), rounds=rounds, threads=threads)
+    target = model
+    if runtime is not None:
+        from .deploy.runtime import load
+
+        target = load(model, runtime, threads)
+    single = latency(target, x, batch_size=1, rounds=rounds, threads=threads)
+    batched = latency(target, x, batch_size=min(batch_size, len(x)), rounds=rounds, threads=threads)
     row = {
-        "params": param_count(model), "model_bytes": model_bytes(model),
+        "runtime": runtime_of(target),
         "latency_ms_mean": single.mean_ms, "latency_ms_std": single.std_ms,
         "latency_ms_p50": single.p50_ms, "latency_ms_p99": single.p99_ms, "latency_n": single.n,
         "batch_latency_ms_mean": batched.mean_ms, "batch_size": batched.batch_size,
@@ -347,12 +394,16 @@ def measure_model(model: nn.Module, x, *, batch_size: int = 64, rounds: int = DE
         "machine": single.machine,
         "latency_timings_ms": single.timings_ms,  # (rounds, samples) array: the caller stores it beside the record
     }
+    if isinstance(model, nn.Module):
+        row.update(params=param_count(model), model_bytes=model_bytes(model))
+    if row["runtime"] == "onnxruntime":
+        row["onnx_bytes"] = target.nbytes
     if rss:
-        row.update(peak_rss(model, x, threads=threads))
+        row.update(peak_rss(target, x, threads=threads))
     if energy:
         from .energy import inference_energy
 
-        rec = inference_energy(model, x, threads=threads)
+        rec = inference_energy(target, x, threads=threads, min_seconds=energy_seconds)
         row.update({"energy_mj": rec.energy_per_item_mj, "co2_ug": rec.co2_per_item_ug,
                     "energy_method": rec.energy_method, "g_co2_per_kwh": rec.g_per_kwh})
     return row

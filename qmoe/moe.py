@@ -156,9 +156,23 @@ class QuantizedMoE(nn.Module):
         self.eval()
         try:
             logits = self.expert_logits(x)
-            q = torch.softmax(logits, -1)
             mc = routing_probs(self.router.mc_logits(x, self.mc_samples, self.mc_seed), self.temperature)
             p = mc.mean(0) if self.routes_on_mc_mean else routing_probs(self.router(x), self.temperature)
+            return self.record_from(p, mc, logits)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def record_from(self, router_probs, mc_probs, expert_logits) -> dict[str, np.ndarray]:
+        """The routing record (see `routing_record`) from its primitives: the routing probabilities before
+        curiosity (B, N), the Monte Carlo passes' (S, B, N) and every expert's logits (B, N, C). They come from
+        the engine (`routing_record`) or from the ONNX graph's explain outputs; the rest is computed here, once."""
+        p, mc, logits = (torch.as_tensor(np.asarray(v), dtype=torch.float32) for v in (router_probs, mc_probs,
+                                                                                       expert_logits))
+        was_training = self.training
+        self.eval()  # curiosity's on/off switch depends on the mode
+        try:
+            q = torch.softmax(logits, -1)
             p_cur, kl_used = self._curious(p, q)
             weights = top_k_weights(p_cur, self.top_k)
             class_probs = torch.softmax(combine(weights, logits), -1)

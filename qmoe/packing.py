@@ -75,24 +75,25 @@ def pack_signs(signs: torch.Tensor) -> np.ndarray:
 
 # --- packed layers ------------------------------------------------------------------------------
 
-class PackedBitLinear(nn.Module):
-    """BitLinear at its bit-width: codes in 1/2/4 bits per weight (packed), int8 or int16."""
+class PackedIntLinear(nn.Module):
+    """Integer weight codes at their bit-width (1/2/4 bits packed, int8, int16) with one FP32 scale and an FP32
+    bias; int8 per-row activations: y = (x_codes @ W_codes.T) * scale / s_x + b, after an optional input
+    LayerNorm (BitLinear has one, an int8 PTQ Linear none). s_x = 1 / step: see `int8_activations`."""
 
-    def __init__(self, layer: BitLinear):
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, bits: int, norm: nn.Module | None):
         super().__init__()
-        codes, scale = layer.quantized_weight()
-        self.bits, self.in_features, self.out_features = layer.bits, layer.in_features, layer.out_features
-        self.norm = copy.deepcopy(layer.norm)
-        if self.bits == 1:  # {-1, +1} stored as {0, 1}: value = 2 * bit - 1
+        self.bits, (self.out_features, self.in_features) = bits, codes.shape
+        self.norm = norm
+        if bits == 1:  # {-1, +1} stored as {0, 1}: value = 2 * bit - 1
             stored, self._affine = pack_bits((codes > 0).to(torch.uint8), 1), (2.0, 1.0)
-        elif self.bits <= 4:  # [-2^(k-1), 2^(k-1) - 1] stored offset by 2^(k-1)
-            offset = 2 ** (self.bits - 1)
-            stored, self._affine = pack_bits((codes + offset).to(torch.uint8), self.bits), (1.0, float(offset))
+        elif bits <= 4:  # [-2^(k-1), 2^(k-1) - 1] stored offset by 2^(k-1)
+            offset = 2 ** (bits - 1)
+            stored, self._affine = pack_bits((codes + offset).to(torch.uint8), bits), (1.0, float(offset))
         else:
-            stored, self._affine = codes.to(torch.int8 if self.bits == 8 else torch.int16), None
+            stored, self._affine = codes.to(torch.int8 if bits == 8 else torch.int16), None
         self.register_buffer("weight_codes", stored)
-        self.register_buffer("scale", scale.detach().reshape(()).clone())
-        self.register_buffer("bias", layer.bias.detach().clone())
+        self.register_buffer("scale", scale.detach().reshape(()).clone().float())
+        self.register_buffer("bias", bias.detach().clone())
 
     def decoded_weight(self) -> torch.Tensor:
         """The integer-valued (out, in) float matrix the codes stand for."""
@@ -105,8 +106,14 @@ class PackedBitLinear(nn.Module):
         return self.weight_codes.numel() * self.weight_codes.element_size() + self.scale.element_size()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xc, sx = int8_activations(self.norm(x))
-        return F.linear(xc, self.decoded_weight()) * (self.scale / sx) + self.bias
+        xc, step = int8_activations(self.norm(x) if self.norm is not None else x)
+        return F.linear(xc, self.decoded_weight()) * (self.scale * step) + self.bias
+
+
+def pack_bitlinear(layer: BitLinear) -> PackedIntLinear:
+    """A BitLinear (Eq. 2) at its bit-width, its LayerNorm kept in front."""
+    codes, scale = layer.quantized_weight()
+    return PackedIntLinear(codes, scale, layer.bias, layer.bits, copy.deepcopy(layer.norm))
 
 
 class PackedTernaryLinear(nn.Module):
@@ -156,7 +163,7 @@ class PackedPopcountLinear(nn.Module):
         return torch.from_numpy(mismatches).float() - self.in_features / 2
 
 
-PACKERS = {BitLinear: PackedBitLinear, TernaryLinear: PackedTernaryLinear, PopcountLinear: PackedPopcountLinear}
+PACKERS = {BitLinear: pack_bitlinear, TernaryLinear: PackedTernaryLinear, PopcountLinear: PackedPopcountLinear}
 
 
 def pack_layer(module: nn.Module) -> nn.Module:
@@ -195,6 +202,12 @@ class PackedMLP(nn.Module):
     @property
     def quantized_fp32_nbytes(self) -> int:
         return sum(4 * m.in_features * m.out_features for m in self.body if hasattr(m, "weight_nbytes"))
+
+    def packed(self) -> "PackedMLP":
+        return self
+
+    def after_training(self) -> "PackedMLP":
+        return self
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

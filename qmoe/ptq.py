@@ -1,15 +1,18 @@
 """Int8 post-training quantization (Q8-Base-PTQ, the reference's `qesc`).
 
-The reference quantizes its trained FP32 MLP with `torch.quantization.quantize_dynamic(model,
-{nn.Linear}, qint8)`: every Linear (the classifier too) gets int8 weights with one per-tensor scale
-and int8 activations quantized on the fly; LayerNorms stay FP32. qmoe does the same through
-`torch.ao.quantization.quantize_dynamic` with the default x86/fbgemm engine.
+The reference quantizes its trained FP32 MLP with torch's `quantize_dynamic(model, {nn.Linear}, qint8)`: every
+Linear (the classifier too) gets int8 weights with one per-tensor symmetric scale, and activations are quantized
+on the fly, per tensor, asymmetric uint8 (7-bit on x86, where fbgemm reduces the range). LayerNorms stay FP32.
 
-Why not torchao: PyTorch 2.15 deprecates `torch.ao.quantization` in favour of torchao, but on this
-CPU (torch 2.14.1, torchao 0.18, no torchao C++ kernels for x86) torchao's
-`Int8DynamicActivationInt8WeightConfig` runs the MLP ~10x slower than FP32 (and int8 weight-only
-~3x slower), while `quantize_dynamic` is ~2x faster than FP32. `backend="torchao"` keeps the torchao
-path available for comparison.
+qmoe's default (`backend="qmoe"`) quantizes the weights exactly as torch does (min/max, per-tensor symmetric:
+scale = max|W| / 127.5, codes = round(W / scale)) and the activations per row, symmetric int8, the rule its
+BitLinear layers use (s_x = 127 / max|x|). Why per row rather than per tensor:
+- one activation scale per input tensor makes a clip's answer depend on its batch-mates (standardized ESC-50
+  embeddings reach |z| ~ 900 on test folds: one outlier flattens every other clip to a few levels);
+- it is what ONNX Runtime runs natively (`MatMulInteger`), so the deployed model answers as the engine does;
+- torch.ao.quantization is deprecated, and torchao's int8 ran 3-10x slower than FP32 on this CPU.
+`backend="torch.ao"` keeps torch's own dynamic quantization (the reference's behaviour; `per_sample` runs each
+clip alone) and `backend="torchao"` torchao's, for comparison.
 """
 from __future__ import annotations
 
@@ -20,9 +23,35 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .packing import PackedIntLinear, PackedMLP
 
-PTQ_BACKENDS = ("torch.ao", "torchao")
+PTQ_BACKENDS = ("qmoe", "torch.ao", "torchao")
+QINT8_MIN, QINT8_MAX = -128, 127
 
+
+@torch.no_grad()
+def int8_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.ao's per-tensor symmetric int8 weight rule (MinMaxObserver, qint8): codes and scale."""
+    span = torch.maximum(-w.min().clamp(max=0), w.max().clamp(min=0))
+    scale = (span / ((QINT8_MAX - QINT8_MIN) / 2)).clamp(min=torch.finfo(torch.float32).eps)
+    return torch.clamp(torch.round(w * (1.0 / scale)), QINT8_MIN, QINT8_MAX), scale
+
+
+def int8_linear(linear: nn.Linear) -> PackedIntLinear:
+    codes, scale = int8_weights(linear.weight)
+    return PackedIntLinear(codes, scale, linear.bias, 8, norm=None)
+
+
+def int8_ptq(model: nn.Module) -> PackedMLP:
+    """qmoe's int8 PTQ of an MLP expert: every nn.Linear (the classifier too) with int8 weights, per-row int8
+    activations; a deployable copy (the FP32 model is left untouched)."""
+    packed = PackedMLP(model)
+    packed.body = nn.Sequential(*[int8_linear(m) if type(m) is nn.Linear else m for m in packed.body])
+    packed.head = int8_linear(packed.head)
+    return packed.requires_grad_(False).eval()
+
+
+# --- torch's own dynamic quantization (the reference's), kept for comparison -------------------------------
 
 def _quantized_linear_bytes(module: nn.Module) -> int | None:
     """Stored bytes of a torch.ao dynamic int8 Linear: int8 weight + its scale/zero point + bias."""
@@ -45,7 +74,7 @@ def _torchao_tensor_bytes(t: torch.Tensor) -> int:
 
 
 def quantized_nbytes(model: nn.Module) -> int:
-    """True stored bytes of a PTQ model: int8 Linears as int8 + quantization parameters, rest FP32."""
+    """True stored bytes of a torch.ao/torchao PTQ model: int8 Linears as int8 + quantization parameters."""
     total = 0
     for module in model.modules():
         q = _quantized_linear_bytes(module)
@@ -58,14 +87,9 @@ def quantized_nbytes(model: nn.Module) -> int:
 
 
 class Int8Model(nn.Module):
-    """A post-training-quantized model: the deployable form of Q8-Base-PTQ (inference only).
-
-    torch.ao's dynamic quantization uses ONE activation scale for the whole input tensor, so in a
-    batch one outlying clip (standardized ESC-50 embeddings reach |z| ~ 900 on test folds) flattens
-    every other clip's activations to a few levels: predictions would depend on which clips share a
-    batch. With `per_sample=True` (default) each row is run alone, as a device classifies one clip
-    at a time; `per_sample=False` is the reference's batched behaviour.
-    """
+    """A model quantized by torch.ao or torchao (inference only). With `per_sample=True` each row runs alone,
+    as a device classifies one clip at a time (torch.ao's one activation scale per tensor would otherwise couple
+    the clips of a batch); `per_sample=False` is the reference's batched behaviour."""
 
     def __init__(self, quantized: nn.Module, backend: str, per_sample: bool = True):
         super().__init__()
@@ -88,17 +112,19 @@ class Int8Model(nn.Module):
         return self.model(x)
 
 
-def quantize_int8(model: nn.Module, backend: str = "torch.ao", per_sample: bool = True) -> Int8Model:
-    """Dynamic int8 PTQ of every nn.Linear of a copy of `model` (the original is left untouched)."""
+def quantize_int8(model: nn.Module, backend: str = "qmoe", per_sample: bool = True) -> nn.Module:
+    """Int8 PTQ of a copy of `model` (the original is left untouched) with the named backend."""
     if backend not in PTQ_BACKENDS:
         raise ConfigError(f"unknown PTQ backend {backend!r}; choose from {', '.join(PTQ_BACKENDS)}")
+    if backend == "qmoe":
+        return int8_ptq(model)
     model = copy.deepcopy(model).eval().cpu()
     if backend == "torchao":
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
         quantize_(model, Int8DynamicActivationInt8WeightConfig())
         return Int8Model(model, backend, per_sample)
-    with warnings.catch_warnings():  # deprecated in favour of torchao, which is slower here (see above)
+    with warnings.catch_warnings():  # deprecated in favour of torchao (see the module docstring)
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
         quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)

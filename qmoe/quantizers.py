@@ -49,9 +49,11 @@ def ste(codes: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def int8_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row absmax int8: codes in [-128, 127] and s_x = 127 / max|x| of shape (rows, 1)."""
-    s = ACT_MAX / x.abs().amax(dim=-1, keepdim=True).clamp(min=EPS)
-    return torch.clamp(torch.round(x * s), -128, 127), s
+    """Per-row absmax int8 (s_x = 127 / max|x|): codes round(x / step) in [-127, 127] and step = max|x| / 127 = 1 / s_x,
+    of shape (rows, 1). Dividing by the step (not multiplying by s_x) is what ONNX Runtime's QuantizeLinear does,
+    so the deployed model computes the very same codes."""
+    step = x.abs().amax(dim=-1, keepdim=True).clamp(min=EPS) / ACT_MAX
+    return torch.clamp(torch.round(x / step), -128, 127), step
 
 
 @torch.no_grad()
@@ -101,7 +103,7 @@ def binarize(x: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
 class BitLinear(nn.Linear):
     """k-bit BitLinear (Eq. 2), the reference's layer: LayerNorm on the input, int8 activations.
 
-    y = (x_codes @ W_codes.T) * s_w / s_x + b. Weights: centred by the layer mean, per-layer scale
+    y = (x_codes @ W_codes.T) * s_w * step_x + b (step_x = 1 / s_x). Weights: centred by the layer mean, per-layer scale
     s_w = max|W - mean W| / (2^(k-1) - 1). Xavier-uniform weights and zero bias, as the reference.
     k = 16 is real 16-bit quantization (int16 codes), where the reference skips quantization.
     """
@@ -118,10 +120,10 @@ class BitLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
-        xc, sx = int8_activations(x)
+        xc, step = int8_activations(x)
         wc, sw = self.quantized_weight()
-        y = F.linear(ste(xc, x * sx), ste(wc, self.weight / sw))
-        return y * (sw / sx) + self.bias
+        y = F.linear(ste(xc, x / step), ste(wc, self.weight / sw))
+        return y * (sw * step) + self.bias
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bits={self.bits}"

@@ -1,6 +1,9 @@
 """Every cached run as one table: the project's public export (`python -m qmoe results --csv`).
 
 Column names are a contract relied on by later checks: add columns, never rename or drop them.
+`runtime` names the runtime every efficiency figure of the row was measured on (ONNX Runtime by default;
+`results_frame(runtime="torch-eager")` gives the comparison runtime's figures where they were measured).
+Runs cached before runtimes were recorded were timed on the engine's torch path: they read "torch-eager".
 """
 from __future__ import annotations
 
@@ -12,13 +15,26 @@ COLUMNS = ["dataset", "task", "protocol", "variant", "fold", "seed", "selection"
            "params", "model_bytes", "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p99",
            "batch_latency_ms_mean", "peak_rss_mb", "energy_mj", "co2_ug", "train_energy_mj", "train_co2_ug",
            "energy_method", "load_average_1min", "options", "leaky", "family", "bits", "best_epoch", "epochs", "train_seconds",
-           "code_version", "created", "key"]
+           "code_version", "created", "key", "runtime", "onnx_bytes", "onnx_agreement"]
+RUNTIME_COLUMNS = ["latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p99", "batch_latency_ms_mean",
+                   "peak_rss_mb", "energy_mj", "co2_ug", "energy_method", "load_average_1min", "onnx_bytes"]
 KEYS = ["dataset", "task", "protocol", "variant", "selection", "options"]
 
 
-def results_frame(store: ResultStore | None = None) -> pd.DataFrame:
+def runtime_view(record: dict, runtime: str | None = None) -> dict:
+    """The record with its efficiency figures taken on `runtime` (None: the runtime it was measured on first);
+    figures a runtime never measured are None."""
+    measured_on = record.get("runtime", "torch-eager")
+    if runtime is None or runtime == measured_on:
+        return {**record, "runtime": measured_on}
+    other = (record.get("by_runtime") or {}).get(runtime, {})
+    return {**record, **{c: other.get(c) for c in RUNTIME_COLUMNS}, "runtime": runtime}
+
+
+def results_frame(store: ResultStore | None = None, runtime: str | None = None) -> pd.DataFrame:
     rows = []
     for r in (store or ResultStore()).records():
+        r = runtime_view(r, runtime)
         row = {c: r.get(c) for c in COLUMNS}
         row["options"] = ",".join(f"{k}={v}" for k, v in sorted((r.get("options") or {}).items()))
         cv = r.get("code_version") or {}

@@ -40,13 +40,16 @@ class Router(nn.Module):
         """Router logits G(z): one pass, dropout active only in training mode."""
         return self.net(x)
 
+    def mc_masks(self, samples: int, seed: int = 0) -> torch.Tensor:
+        """(S, 1, h1) inverted-dropout masks of the Monte Carlo passes, drawn from a generator seeded with `seed`."""
+        p = self.dropout
+        gen = torch.Generator().manual_seed(seed)
+        return (torch.rand(samples, 1, self.net[0].out_features, generator=gen) >= p).float() / (1.0 - p)
+
     def mc_logits(self, x: torch.Tensor, samples: int, seed: int = 0) -> torch.Tensor:
         """(S, B, N) logits of `samples` stochastic passes (dropout on, whatever the module mode)."""
         hidden = self.net[:2](x)  # (B, h1): everything before the dropout is deterministic
-        p = self.dropout
-        gen = torch.Generator().manual_seed(seed)
-        keep = (torch.rand(samples, 1, hidden.shape[-1], generator=gen) >= p).to(hidden) / (1.0 - p)
-        return self.net[3:](hidden.unsqueeze(0) * keep)
+        return self.net[3:](hidden.unsqueeze(0) * self.mc_masks(samples, seed).to(hidden))
 
 
 def routing_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -88,18 +88,18 @@ def test_kbit_clipping_range(bits):
 
 def test_int8_activations_use_the_full_range_per_row():
     x = torch.randn(8, 100) * torch.logspace(-3, 3, 8)[:, None]
-    codes, s = int8_activations(x)
+    codes, step = int8_activations(x)
     assert codes.min() >= -128 and codes.max() <= 127
     assert torch.equal(codes.abs().amax(1), torch.full((8,), 127.0))
-    assert (codes / s - x).abs().le(0.5 / s + 1e-6).all()
+    assert (codes * step - x).abs().le(0.5 * step + 1e-6).all()
 
 
 def _reference_forward(layer, x):
     """The reference implementation's STE formulation, W + (W_q - W).detach(), for comparison."""
     x = layer.norm(x)
     if isinstance(layer, BitLinear):
-        xc, sx = int8_activations(x)
-        xq = xc / sx
+        xc, step = int8_activations(x)
+        xq = xc * step
         wc, sw = layer.quantized_weight()
         wq = wc * sw
     else:
