@@ -6,7 +6,7 @@ import streamlit as st
 
 from qmoe import paths
 from qmoe.errors import QmoeError
-from qmoe.inference import classify, shipped_models
+from qmoe.inference import classify, onnx_file, shipped_models
 from qmoe.ui import probability_bars, show_routing_decision, trained_model, waveform_figure
 
 st.set_page_config(page_title="qmoe · Classify", page_icon="🎧", layout="wide")
@@ -16,7 +16,12 @@ models = shipped_models()
 if not models:
     st.error("No shipped model in data/models. Create them with `python -m qmoe ship`.")
     st.stop()
-model_name = st.selectbox("Model (trained on ESC-50 folds 1, 2, 3, 5)", list(models))
+model_name = st.selectbox("Model (trained on ESC-50 folds 1, 2, 3, 5; runs on ONNX Runtime)", list(models))
+st.download_button("Download this model as ONNX", onnx_file(str(models[model_name])),
+                   file_name=models[model_name].stem + ".onnx", mime="application/octet-stream",
+                   help="What a device runs: the quantized layers at their bit-width, one clip per call; input: the "
+                        "backbone embedding of the spectrogram figure (z-scored inside); output: class logits. "
+                        "Classes and recipe are in the file's metadata.")
 
 examples = json.loads((paths.EXAMPLES_DIR / "examples.json").read_text()) if (
     paths.EXAMPLES_DIR / "examples.json").exists() else []

@@ -4,19 +4,21 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from qmoe.analysis import BIT_SWEEP, bitwidth_table
-from qmoe.ui import csv_download, pick_slice, results
+from qmoe.ui import RUNTIME_LABELS, csv_download, pick_slice, results, runtime_picker
 
 st.set_page_config(page_title="qmoe · Bit-width", page_icon="🎧", layout="wide")
 st.title("Bit-width sweep")
 st.markdown("Single-model variants of the paper's Table 2 (BitLinear 1–16 bit) and the other single experts "
             "(FP32, ternary BitNet, int8 PTQ, popcount), from the result cache: mean ± std over the 5 folds (seed 0, "
-            "model selection on a validation split). Bytes are the **packed** deployable model; latency is the "
-            "warm per-sample forward pass on this CPU (1 thread).")
+            "model selection on a validation split). Bytes are the **packed** deployable model (the exported ONNX "
+            "file's bytes beside them); latency is the warm per-sample forward pass on this CPU (1 thread) on the "
+            "runtime picked below: ONNX Runtime, what a device runs, or the engine's torch path to compare.")
 
-df = results()
-c0, c1, c2, c3 = st.columns(4)
+c0, c1, c2, c3, c4 = st.columns(5)
+runtime = runtime_picker(c3)
+df = results(runtime)
 df, dataset, task, protocol = pick_slice(df, c0, c1, c2)
-err = c3.radio("Latency error bars", ["per-sample std (within a run)", "std of the fold means"])
+err = c4.radio("Latency error bars", ["per-sample std (within a run)", "std of the fold means"])
 
 table = bitwidth_table(df, task, protocol)
 if table.empty:
@@ -30,10 +32,10 @@ if not incomplete.empty:
     st.warning("Still filling (fewer than 5 folds cached): " + ", ".join(
         f"{v} ({n}/5)" for v, n in zip(incomplete["variant"], incomplete["folds"])))
 
-st.subheader(f"{dataset} / {task} / {protocol}")
+st.subheader(f"{dataset} / {task} / {protocol} — figures on {RUNTIME_LABELS[runtime]}")
 show = table.drop(columns=["energy_method"])
 st.dataframe(show, hide_index=True, width="stretch")
-csv_download(show, f"qmoe-bitwidth-{task}-{protocol}.csv")
+csv_download(show, f"qmoe-bitwidth-{task}-{protocol}-{runtime}.csv")
 
 
 def scatter(y, yerr=None, title="", log=False):
@@ -55,7 +57,8 @@ left, right = st.columns(2)
 left.plotly_chart(scatter("f1_mean", "f1_std", "Macro-F1 (± fold std)"), width="stretch")
 right.plotly_chart(scatter("model_bytes", title="Packed model bytes", log=True), width="stretch")
 lat_err = "latency_ms_std" if err.startswith("per-sample") else "latency_ms_fold_std"
-left.plotly_chart(scatter("latency_ms_mean", lat_err, f"Per-sample latency, ms (± {err})"), width="stretch")
+left.plotly_chart(scatter("latency_ms_mean", lat_err, f"Per-sample latency on {RUNTIME_LABELS[runtime]}, ms (± {err})"),
+                  width="stretch")
 right.plotly_chart(scatter("energy_mj", title="Energy per inference, mJ (codecarbon estimate)"), width="stretch")
 method = table["energy_method"].dropna()
 if not method.empty:

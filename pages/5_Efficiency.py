@@ -7,25 +7,30 @@ import streamlit as st
 from qmoe.analysis import deployment_table, efficiency_table, latency_variance
 from qmoe.energy import PAPER_G_PER_KWH
 from qmoe.store import ResultStore
-from qmoe.ui import csv_download, pick_slice, results
+from qmoe.ui import RUNTIME_LABELS, csv_download, pick_slice, results, runtime_picker
 
 st.set_page_config(page_title="qmoe · Efficiency", page_icon="🎧", layout="wide")
 st.title("Efficiency: latency, energy, CO₂")
 
-df = results()
-c0, c1, c2 = st.columns(3)
+c0, c1, c2, c3 = st.columns(4)
+runtime = runtime_picker(c3)
+df = results(runtime)
 df, dataset, task, protocol = pick_slice(df, c0, c1, c2)
 
 eff = efficiency_table(df, task, protocol)
-st.subheader(f"Every variant — {dataset} / {task} / {protocol} (mean over cached folds, seed 0)")
+st.subheader(f"Every variant — {dataset} / {task} / {protocol} on {RUNTIME_LABELS[runtime]} "
+             "(mean over cached folds, seed 0)")
+if eff["latency_ms_mean"].isna().all():
+    st.info(f"No run of this slice was measured on {RUNTIME_LABELS[runtime]}; runs cached before runtimes were "
+            "recorded were timed on torch eager.")
 st.dataframe(eff.drop(columns=["energy_method"]), hide_index=True, width="stretch")
-csv_download(eff, f"qmoe-efficiency-{task}-{protocol}.csv")
+csv_download(eff, f"qmoe-efficiency-{task}-{protocol}-{runtime}.csv")
 method = eff["energy_method"].dropna()
 if not method.empty:
     st.caption(f"Energy and CO₂ are codecarbon's estimate, not a measurement: {method.iloc[0]}")
 load = eff["load_average_max"].max()
 if load == load:  # recorded
-    st.caption(f"Timings: warm per-sample forward passes, 1 thread. `load_average_max` is the machine's 1-minute load "
+    st.caption(f"Timings: warm per-sample forward passes on {RUNTIME_LABELS[runtime]}, 1 thread. `load_average_max` is the machine's 1-minute load "
                f"average when they were taken (highest here {load:.1f} on {eff.shape[0]} variants); above ~1 other "
                "work shared the cores and the spread is inflated. Re-measure on a quiet machine with "
                "`python -m qmoe reproduce --retime --workers 1` (it retrains, checks the predictions are unchanged "

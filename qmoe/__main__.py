@@ -36,7 +36,9 @@ def cmd_train(a):
     known = dataset_tasks(a.dataset)
     tasks = a.task or (["major"] if "major" in known else [known[0]])  # the paper's task where there is one
     records = run_grid(a.dataset, tasks, a.protocol, a.variant, a.folds, a.seeds, selection=a.selection,
-                       backbone=a.backbone)
+                       backbone=a.backbone, export_to=a.export)
+    if a.export:
+        print(f"exported {len(records)} ONNX models to {a.export}/ (one per fold: trained on the other folds)")
     df = pd.DataFrame(records)
     cols = ["task", "protocol", "variant", "fold", "seed", "f1_macro", "accuracy", "params", "model_bytes"]
     print(df[cols].to_string(index=False, float_format="%.3f"))
@@ -44,6 +46,27 @@ def cmd_train(a):
     print()
     print(summary(df)[["task", "protocol", "variant", "runs", "f1_mean", "f1_std"]].to_string(
         index=False, float_format="%.3f"))
+
+
+def cmd_export(a):
+    """Write a trained model as the ONNX file a device runs (z-scoring inside; classes in its metadata)."""
+    from pathlib import Path
+
+    from .deploy.export import export_trained
+    from .inference import load_model, shipped_models
+
+    path = shipped_models().get(a.model) or a.model
+    if not Path(path).with_suffix(".safetensors").exists():
+        known = "\n  ".join(shipped_models())
+        raise QmoeError(f"no trained model {a.model!r}: give a shipped model name or a checkpoint path; shipped:\n  {known}")
+    tm = load_model(str(Path(path).with_suffix(".safetensors")))
+    data = export_trained(tm, batch=None if a.any_batch else 1).SerializeToString()
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    print(f"wrote {out}: {len(data):,} bytes of ONNX ({tm.variant}; the engine's packed model: "
+          f"{int(tm.model.packed().nbytes):,} bytes); input: the backbone embedding "
+          f"({'any batch' if a.any_batch else 'one clip per call'}), output: logits of {len(tm.class_names)} classes")
 
 
 def cmd_results(a):
@@ -154,7 +177,15 @@ def main(argv=None) -> int:
     s.add_argument("--seeds", type=_ints, default=[0])
     s.add_argument("--selection", default="validation", help="validation (default) | reported-fold (leaky)")
     s.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    s.add_argument("--export", metavar="DIR", help="also write every fold's trained model as ONNX into DIR "
+                   "(retrains cached runs: their weights are not cached)")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("export", help="write a trained model as ONNX (what a device runs on ONNX Runtime)")
+    s.add_argument("--model", default="esc50 / major / FP32-Base", help="shipped model name or checkpoint path")
+    s.add_argument("--out", required=True, help="the .onnx file to write")
+    s.add_argument("--any-batch", action="store_true", help="any batch size (default: one clip per call, static)")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("results", help="every cached result")
     s.add_argument("--csv", action="store_true", help="as CSV on stdout")

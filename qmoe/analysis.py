@@ -124,10 +124,11 @@ def seeds_available(df: pd.DataFrame, variant: str, task: str, protocol: str, fo
 # Tables
 
 BITWIDTH_COLUMNS = ["task", "protocol", "variant", "bits", "folds", "f1_mean", "f1_std", "pct_of_16bit", "params",
-                    "model_bytes", "bytes_vs_fp32", "latency_ms_mean", "latency_ms_std", "latency_ms_fold_std",
+                    "model_bytes", "bytes_vs_fp32", "onnx_bytes", "latency_ms_mean", "latency_ms_std", "latency_ms_fold_std",
                     "latency_ms_p50", "latency_ms_p99", "batch_latency_ms_mean", "peak_rss_mb", "energy_mj", "co2_ug",
                     "f1_per_mj", "train_energy_mj", "train_co2_ug", "energy_method"]
 EFFICIENCY_COLUMNS = ["task", "protocol", "variant", "family", "folds", "f1_mean", "f1_std", "params", "model_bytes",
+                      "onnx_bytes",
                       "latency_ms_mean", "latency_ms_std", "latency_cv", "latency_ms_fold_std", "latency_ms_p50",
                       "latency_ms_p99", "batch_latency_ms_mean", "peak_rss_mb", "energy_mj", "energy_mj_std",
                       "co2_ug", "f1_per_mj", "train_energy_mj", "train_co2_ug", "load_average_max", "energy_method"]
@@ -137,7 +138,7 @@ def _per_variant(sel: pd.DataFrame) -> pd.DataFrame:
     g = sel.groupby("variant")
     out = g.agg(family=("family", "first"), bits=("bits", "first"), folds=("fold", "nunique"),
                 f1_mean=("f1_macro", "mean"), f1_std=("f1_macro", "std"), accuracy_mean=("accuracy", "mean"),
-                params=("params", "first"), model_bytes=("model_bytes", "first"),
+                params=("params", "first"), model_bytes=("model_bytes", "first"), onnx_bytes=("onnx_bytes", "max"),
                 latency_ms_mean=("latency_ms_mean", "mean"), latency_ms_std=("latency_ms_std", "mean"),
                 latency_ms_fold_std=("latency_ms_mean", "std"), latency_ms_p50=("latency_ms_p50", "mean"),
                 latency_ms_p99=("latency_ms_p99", "mean"), batch_latency_ms_mean=("batch_latency_ms_mean", "mean"),
@@ -189,10 +190,20 @@ def latency_timings(store, df: pd.DataFrame, variant: str, task: str, protocol: 
     if len(keys) < len(FOLDS):
         raise Missing(f"{variant} ({task}, {protocol}, seed {seed}): {len(keys)}/{len(FOLDS)} folds",
                       train_command([variant], task, protocol, (seed,)))
-    parts = [store.arrays(k).get("latency_timings_ms") for k in keys]
+    runtimes = sel[sel["variant"] == variant].sort_values("fold")["runtime"]
+    parts = [_timings(store, k, rt) for k, rt in zip(keys, runtimes)]
     if any(p is None for p in parts):
-        raise DataError(f"latency timings of {variant} are missing from the cached arrays")
+        raise DataError(f"latency timings of {variant} on {runtimes.iloc[0]} are missing from the cached arrays")
     return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts])
+
+
+def _timings(store, key: str, runtime: str):
+    """The per-call timings of run `key` on `runtime` (the runtime measured first stores them unsuffixed)."""
+    arrays = store.arrays(key)
+    if f"latency_timings_ms__{runtime}" in arrays:
+        return arrays[f"latency_timings_ms__{runtime}"]
+    first = (store.get(key) or {}).get("runtime", "torch-eager")
+    return arrays.get("latency_timings_ms") if first == runtime else None
 
 
 def latency_variance(store, df: pd.DataFrame, task: str, protocol: str, pairs=MOE_PAIRS, seed: int = 0) -> pd.DataFrame:
@@ -203,7 +214,7 @@ def latency_variance(store, df: pd.DataFrame, task: str, protocol: str, pairs=MO
         try:
             a, b = (latency_timings(store, df, v, task, protocol, seed) for v in (moe, moec))
             fa, fb = (fold_values(df, v, task, protocol, "latency_ms_mean", seed) for v in (moe, moec))
-        except Missing:
+        except (Missing, DataError):
             continue
         t = stats.levene(a, b, f"per-sample latency: {moec} vs {moe}")
         rows.append({"task": task, "protocol": protocol, "moe": moe, "moe_c": moec,

@@ -220,10 +220,28 @@ def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
     return store.get(key)
 
 
+def export_run(cfg: RunConfig, to, store: ResultStore | None = None) -> dict:
+    """Run one fold (retrained: weights are not cached) and write its model as ONNX into the folder `to`."""
+    import tempfile
+    from pathlib import Path
+
+    from .deploy.export import export_trained
+
+    with tempfile.TemporaryDirectory(prefix="qmoe-export-") as tmp:
+        record = run(cfg, store, progress=False, save_model_to=Path(tmp) / "model")
+        tm = checkpoint.load(Path(tmp) / "model")
+    name = f"{cfg.dataset}-{cfg.task}-{cfg.protocol}-{cfg.variant}-fold{cfg.fold}-seed{cfg.seed}"
+    path = Path(to) / (name.replace("/", "_").replace(":", "_") + ".onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(export_trained(tm).SerializeToString())
+    return {**record, "onnx_path": str(path)}
+
+
 def run_grid(dataset: str = "esc50", tasks=("major",), protocols=("predefined",), variants=("FP32-Base",),
              folds=None, seeds=(0,), store: ResultStore | None = None, progress: bool = True,
-             on_progress=None, **kw) -> list[dict]:
-    """Run every combination (cached ones are read back, not recomputed)."""
+             on_progress=None, export_to=None, **kw) -> list[dict]:
+    """Run every combination (cached ones are read back, not recomputed; with `export_to` every fold is retrained
+    and written as ONNX there)."""
     store = store or ResultStore()
     ds = get_dataset(dataset)
     jobs = [RunConfig(dataset, t, p, v, f, s, **kw) for t in tasks for p in protocols for v in variants
@@ -234,7 +252,7 @@ def run_grid(dataset: str = "esc50", tasks=("major",), protocols=("predefined",)
     bar = tqdm(jobs, desc="runs", unit="run", disable=not progress)
     for i, job in enumerate(bar):
         bar.set_postfix_str(f"{job.task}/{job.protocol}/{job.variant}/fold {job.fold}")
-        out.append(run(job, store, progress=progress))
+        out.append(export_run(job, export_to, store) if export_to else run(job, store, progress=progress))
         if on_progress:
             on_progress(i + 1, len(jobs), job)
     return out

@@ -1,4 +1,4 @@
-"""Classify a sound: decode -> figure -> embedding -> shipped model (and its routing, for an MoE).
+"""Classify a sound: decode -> figure -> embedding -> shipped model on ONNX Runtime (and its routing, for an MoE).
 
 Shipped models live in data/models/ (`<dataset>-<task>-<variant>.safetensors`); each was trained
 on ESC-50 folds 1, 2, 3, 5, so the fold-4 example clips are honest tests.
@@ -12,7 +12,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import checkpoint, paths
 from .errors import ConfigError
@@ -45,10 +44,21 @@ def load_model(path: str) -> checkpoint.TrainedModel:
 
 
 @lru_cache(maxsize=16)
-def deployable(path: str) -> torch.nn.Module:
-    """The packed form of a shipped model (what a device runs; outputs equal the training form's)."""
+def deployed(path: str):
+    """A shipped model on ONNX Runtime, what a device runs; an MoE with its routing outputs (`explain`), which
+    Classify shows. Loaded once per process."""
+    from .deploy.runtime import load
+
     model = load_model(path).model
-    return model.packed() if hasattr(model, "packed") else model
+    return load(model, "onnxruntime", explain=hasattr(model, "record_from"))
+
+
+@lru_cache(maxsize=16)
+def onnx_file(path: str) -> bytes:
+    """The shipped model as the ONNX file a user deploys (one clip per call, z-scoring inside, metadata)."""
+    from .deploy.export import export_trained
+
+    return export_trained(load_model(path)).SerializeToString()
 
 
 def audio_recipe() -> str:
@@ -99,15 +109,18 @@ def classify(source, model_path, max_seconds: float = 60.0) -> Prediction:
     t["decode"] = time.perf_counter()
     image, emb = embed_clip(clip.samples, clip.sr, tm.info["config"]["backbone"])
     t["render+embed"] = time.perf_counter()
-    deploy = deployable(str(model_path))
+    model = deployed(str(model_path))  # ONNX Runtime
     routing = None
-    if hasattr(deploy, "routing_record"):  # one pass gives the routing and the prediction (its class_probs)
-        rec = deploy.routing_record(torch.as_tensor(tm.standardize(emb)))
+    x = tm.standardize(emb)
+    if hasattr(tm.model, "record_from"):  # the routing primitives come out of the same ONNX Runtime pass
+        out = model.run_all(x)
+        rec = tm.model.record_from(out["router_probs"], out["mc_probs"], out["expert_logits"])
         routing = {k: np.asarray(v)[0] for k, v in rec.items()}
         probs = routing["class_probs"].astype(np.float64)
     else:
-        with torch.no_grad():
-            probs = torch.softmax(deploy(torch.as_tensor(tm.standardize(emb))).float(), -1).numpy()[0]
+        logits = model(x)[0].astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
     t["model"] = time.perf_counter()
     steps = list(t)
     timings = {s: 1000 * (t[s] - t[p]) for p, s in zip(steps, steps[1:])}

@@ -337,7 +337,6 @@ def peak_rss(model, x, *, batch_size: int = 1, threads: int = DEFAULT_THREADS) -
         tail = proc.stderr.strip().splitlines()[-1:] or ["no error output"]
         raise DataError(f"peak-RAM subprocess failed: {tail[0]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out.pop("torch_loaded", None)
     out["model_rss_mb"] = out["peak_rss_mb"] - out["baseline_rss_mb"]
     out["rss_method"] = RSS_METHOD
     return out

@@ -7,11 +7,23 @@ import streamlit as st
 
 
 @st.cache_data(show_spinner=False, ttl=10)
-def results() -> pd.DataFrame:
-    """Every cached run (re-read at most every 10 s, so new runs appear)."""
+def results(runtime: str | None = None) -> pd.DataFrame:
+    """Every cached run (re-read at most every 10 s, so new runs appear), efficiency figures on `runtime`
+    (None: each run's deployment runtime)."""
     from .results import results_frame
 
-    return results_frame()
+    return results_frame(runtime=runtime)
+
+
+RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime (deployment)", "torch-eager": "torch eager (engine, to compare)"}
+
+
+def runtime_picker(column) -> str:
+    """Which runtime's efficiency figures to show; ONNX Runtime, what a device runs, first."""
+    from .deploy.runtime import RUNTIMES
+
+    return column.selectbox("Runtime", list(RUNTIME_LABELS), format_func=RUNTIME_LABELS.get,
+                            help="; ".join(f"{RUNTIME_LABELS[k]}: {v}" for k, v in RUNTIMES.items()))
 
 
 @st.cache_resource(show_spinner="Loading model...")

@@ -201,3 +201,33 @@ def test_measure_model_fills_the_results_columns(fp32, real_x):
     assert wanted <= set(row) and wanted <= set(COLUMNS)
     assert row["params"] == measure.param_count(fp32) and row["latency_n"] == 32
     assert row["machine"]["cpu_model"]
+
+
+def test_onnx_runtime_is_measured_in_a_process_without_torch(fp32, real_x):
+    from qmoe.deploy.runtime import load
+
+    deployed = load(fp32, "onnxruntime")
+    ram = measure.peak_rss(deployed, real_x)
+    assert ram["torch_loaded"] is False and 0 < ram["baseline_rss_mb"] <= ram["peak_rss_mb"]
+    torch_ram = measure.peak_rss(fp32, real_x)
+    assert ram["peak_rss_mb"] < torch_ram["peak_rss_mb"]  # a device's runtime, not the training framework
+    row = measure.measure_model(fp32, real_x[:16], runtime="onnxruntime", batch_size=8, rounds=2, rss=False,
+                                energy=False)
+    assert row["runtime"] == "onnxruntime" and row["onnx_bytes"] == deployed.nbytes > 4e6
+    assert row["latency_n"] == 32 and row["params"] == measure.param_count(fp32)
+    assert measure.measure_model(fp32, real_x[:8], rounds=1, rss=False, energy=False)["runtime"] == "torch-eager"
+
+
+def test_results_show_each_runtimes_figures_and_never_mix_them():
+    from qmoe.results import runtime_view
+
+    rec = {"runtime": "onnxruntime", "latency_ms_mean": 0.05, "energy_mj": 1.0, "f1_macro": 0.7,
+           "by_runtime": {"torch-eager": {"latency_ms_mean": 1.2, "energy_mj": 14.0}}}
+    assert runtime_view(rec)["latency_ms_mean"] == 0.05 and runtime_view(rec)["runtime"] == "onnxruntime"
+    eager = runtime_view(rec, "torch-eager")
+    assert (eager["latency_ms_mean"], eager["energy_mj"], eager["f1_macro"], eager["runtime"]) == (1.2, 14.0, 0.7,
+                                                                                                   "torch-eager")
+    assert eager["peak_rss_mb"] is None  # not measured on that runtime: no figure, rather than another's
+    old = {"latency_ms_mean": 2.0}  # cached before runtimes were recorded: timed on the engine's torch path
+    assert runtime_view(old)["runtime"] == "torch-eager" and runtime_view(old, "onnxruntime")["latency_ms_mean"] is None
+    assert {"runtime", "onnx_bytes", "onnx_agreement"} <= set(COLUMNS)

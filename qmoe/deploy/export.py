@@ -387,3 +387,19 @@ def _in_dim(model: nn.Module) -> int:
 
 def to_bytes(proto: onnx.ModelProto) -> bytes:
     return proto.SerializeToString()
+
+
+def export_trained(tm, batch: int | None = 1) -> onnx.ModelProto:
+    """The file a user deploys: a trained checkpoint (`qmoe.checkpoint.TrainedModel`) with its z-scoring in front,
+    so the graph takes the backbone's raw embedding, and what it needs to be read (classes, backbone, recipe)."""
+    import json
+
+    config = tm.info.get("config", {})
+    meta = {"variant": tm.variant, "dataset": config.get("dataset"), "task": config.get("task"),
+            "class_names": json.dumps(list(tm.class_names)), "backbone": config.get("backbone"),
+            "embedding": json.dumps(config.get("embedding", {}), sort_keys=True), "qmoe_run_key": tm.info.get("key"),
+            "input": "the backbone's pooled embedding of the spectrogram figure (z-scored inside the graph)",
+            "output": "class logits (softmax gives the probabilities)",
+            "licence": "trained on ESC-50 (K. J. Piczak, ACM MM 2015), CC BY-NC 3.0: non-commercial use only"
+            if str(config.get("dataset", "")).startswith("esc50") else ""}
+    return export(tm.model, batch=batch, standardizer=(tm.mean, tm.scale), metadata=meta)
