@@ -124,10 +124,24 @@ def cmd_reproduce(a):
             print(f"{n:5d} runs  {cached:5d} cached  {name}")
         print(f"{distinct:5d} distinct runs in all (stages share some)")
         return
+    import json
+    import os
+    from datetime import datetime, timezone
+
+    from . import paths
+
     t0 = time.perf_counter()
-    n = reproduce(workers=a.workers, only=a.only, seeds=a.seeds, tasks=a.task, retime=a.retime)
-    print(f"{'re-timed' if a.retime else 'computed'} {n} runs in {time.perf_counter() - t0:.0f} s wall time; "
+    stage_times = {}
+    n = reproduce(workers=a.workers, only=a.only, seeds=a.seeds, tasks=a.task, retime=a.retime, stage_times=stage_times)
+    wall = time.perf_counter() - t0
+    print(f"{'re-timed' if a.retime else 'computed'} {n} runs in {wall:.0f} s wall time; "
           "every result is in results/ (python -m qmoe results --csv)")
+    if n:  # a record of how long the grid took, stage by stage (results/reproduce-log.jsonl)
+        entry = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": n, "wall_s": round(wall),
+                 "workers": a.workers or os.cpu_count(), "retime": a.retime,
+                 "stages": {k: {"runs": r, "wall_s": round(t)} for k, (r, t) in stage_times.items()}}
+        with open(paths.RESULTS_DIR / "reproduce-log.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
 
 
 def cmd_data(a):

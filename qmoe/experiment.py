@@ -57,11 +57,17 @@ class RunConfig:
             raise ConfigError(f"unknown selection {self.selection!r}; choose from {', '.join(SELECTIONS)}")
 
 
+ENGINE = 2  # bumped when the same config would give a different result: 2 = int8 steps, qmoe PTQ, ONNX Runtime
+
+
 def full_config(cfg: RunConfig, ds) -> dict:
-    """Everything that determines a run's result (the cache key is its hash)."""
+    """Everything that determines a run's result (the cache key is its hash): the run's config, the variant's full
+    builder options (its registered ones and the run's overrides), the training recipe and the embedding."""
     spec = get_variant(cfg.variant)
-    return {**asdict(cfg), "train": spec.train.to_dict(), "embedding": ds.embedding_info,
-            "standardize": f"z-score fitted on the training folds, std floored at {SCALE_FLOOR} x median std", "engine": 1}
+    return {**asdict(cfg), "model": {**spec.options, **cfg.options}, "train": spec.train.to_dict(),
+            "embedding": ds.embedding_info,
+            "standardize": f"z-score fitted on the training folds, std floored at {SCALE_FLOOR} x median std",
+            "engine": ENGINE}
 
 
 def run_key(cfg: RunConfig) -> str:
@@ -173,7 +179,15 @@ def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
     key = run_key(cfg)
     if not force and save_model_to is None and (hit := store.get(key)) is not None:
         return hit
+    key, record, arrays = compute(cfg, progress=progress, save_model_to=save_model_to)
+    store.put(key, record, arrays)
+    return store.get(key)
 
+
+def compute(cfg: RunConfig, progress: bool = False, save_model_to=None) -> tuple[str, dict, dict]:
+    """Train, evaluate and measure one fold: (cache key, record, per-sample arrays), not stored. Whoever holds the
+    store writes it (a worker on another machine hands its result back instead of writing)."""
+    cfg.validate()
     f = fit_fold(cfg, progress=progress, save_model_to=save_model_to)
     model, test_idx = f.model, f.test_idx
     spec = get_variant(cfg.variant)
@@ -216,8 +230,7 @@ def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **measured,
     }
-    store.put(key, record, arrays)
-    return store.get(key)
+    return f.key, record, arrays
 
 
 def export_run(cfg: RunConfig, to, store: ResultStore | None = None) -> dict:

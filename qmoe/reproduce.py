@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 
@@ -118,27 +119,38 @@ def status(store: ResultStore | None = None, seeds=SEEDS, tasks: list[str] | Non
 
 def reproduce(store: ResultStore | None = None, workers: int | None = None, only: list[str] | None = None,
               seeds=SEEDS, on_progress=None, configs: list[RunConfig] | None = None, tasks: list[str] | None = None,
-              retime: bool = False) -> int:
+              retime: bool = False, stage_times: dict | None = None) -> int:
     """Run every stage (or `only` those named, or just `configs`); returns the number of runs computed now.
 
-    retime=True re-runs the selected runs that are cached (see `retime_one`) instead of the missing ones.
+    Stages run one after another (a stage's runs in parallel), so each stage's wall time is known: it is written
+    into `stage_times` ({stage: (runs computed, seconds)}) when given. retime=True re-runs the selected runs that
+    are cached (see `retime_one`) instead of the missing ones.
     """
     store = store or ResultStore()
     runs = keyed([("configs", c) for c in configs] if configs is not None else plan(only, seeds, tasks))
     todo = [(n, c) for k, (n, c) in runs.items() if (store.get(k) is not None) == retime]
+    by_stage: dict[str, list[RunConfig]] = {}
+    for name, c in todo:
+        by_stage.setdefault(name, []).append(c)
     workers = workers or max(1, min(len(todo), os.cpu_count() or 1))
     total = len(todo) if retime else len(runs)
     bar = tqdm(total=total, initial=total - len(todo), desc="re-time" if retime else "reproduce", unit="run")
     work = retime_one if retime else _run_one
     done = 0
     with ProcessPoolExecutor(workers) as pool:
-        futures = {pool.submit(work, c, str(store.root)): name for name, c in todo}
-        for fut in as_completed(futures):
-            cfg, f1 = fut.result()
-            done += 1
-            bar.update(1)
-            bar.set_postfix_str(f"{futures[fut]}: {cfg.variant} {cfg.task} fold {cfg.fold} F1 {f1:.3f}")
-            if on_progress:
-                on_progress(total - len(todo) + done, total)
+        for name, cfgs in by_stage.items():
+            t0 = time.perf_counter()
+            futures = [pool.submit(work, c, str(store.root)) for c in cfgs]
+            for fut in as_completed(futures):
+                cfg, f1 = fut.result()
+                done += 1
+                bar.update(1)
+                bar.set_postfix_str(f"{name}: {cfg.variant} {cfg.task} fold {cfg.fold} F1 {f1:.3f}")
+                if on_progress:
+                    on_progress(total - len(todo) + done, total)
+            seconds = time.perf_counter() - t0
+            tqdm.write(f"stage '{name}': {len(cfgs)} runs in {seconds:.0f} s wall time")
+            if stage_times is not None:
+                stage_times[name] = (len(cfgs), seconds)
     bar.close()
     return done
