@@ -6,8 +6,8 @@ import streamlit as st
 
 from qmoe import paths
 from qmoe.errors import QmoeError
-from qmoe.inference import classify, onnx_file, shipped_models
-from qmoe.ui import probability_bars, show_routing_decision, trained_model, waveform_figure
+from qmoe.inference import AGGREGATION, classify, onnx_file, shipped_models
+from qmoe.ui import probability_bars, show_routing_decision, trained_model, waveform_figure, window_timeline
 
 st.set_page_config(page_title="qmoe · Classify", page_icon="🎧", layout="wide")
 st.title("Classify a sound")
@@ -40,7 +40,8 @@ elif source_kind.startswith("Record"):
     if rec is not None:
         source, source_name = rec.getvalue(), "your recording"
 else:
-    up = st.file_uploader("Audio file (wav, flac, ogg, mp3; up to 60 s are used)", type=["wav", "flac", "ogg", "mp3"])
+    up = st.file_uploader("Audio file (wav, flac, ogg, mp3; up to 60 s are used, in 5 s windows)",
+                          type=["wav", "flac", "ogg", "mp3"])
     if up is not None:
         source, source_name = up.getvalue(), up.name
 
@@ -66,11 +67,24 @@ left, right = st.columns(2)
 with left:
     st.markdown(f"**Prediction: {pred.label}** ({pred.probs.max():.0%})")
     st.plotly_chart(probability_bars(pred.top(5), "Top-5 classes"), width="stretch")
+shown = pred.shown
+if len(pred.windows) > 1:
+    st.subheader(f"{len(pred.windows)} windows of 5 s")
+    st.caption(f"The models learned from 5 s clips at 44.1 kHz, so the clip is classified in 5 s windows every 2.5 s "
+               f"(the last one padded with silence); its answer is the {AGGREGATION}.")
+    expert_names = list(tm.model.expert_names) if pred.routing is not None else None
+    st.plotly_chart(window_timeline(pred.timeline(), expert_names), width="stretch")
+    starts = [w.start_s for w in pred.windows]
+    pick = st.select_slider("Window shown below (figure and routing)", options=starts, value=shown.start_s,
+                            format_func=lambda s: f"{s:.1f}–{s + 5:.1f} s")
+    shown = pred.windows[starts.index(pick)]
 with right:
-    st.image(pred.image, caption="Mel-spectrogram figure (the model's input, dataset recipe)")
+    st.image(shown.image, caption=f"Mel-spectrogram figure of {shown.start_s:.1f}–{shown.start_s + 5:.1f} s "
+                                  "(the model's input: the training figures' recipe)")
 st.plotly_chart(waveform_figure(clip.samples, clip.sr), width="stretch")
 st.caption(" · ".join(f"{k} {v:.0f} ms" for k, v in pred.timings_ms.items())
-           + f" · {clip.duration_s:.2f} s at {clip.original_sr} Hz, {clip.channels} channel(s)")
+           + f" · {clip.duration_s:.2f} s, recorded at {clip.original_sr} Hz, {clip.channels} channel(s), "
+             f"classified at {clip.sr} Hz on ONNX Runtime")
 
-if pred.routing is not None:
-    show_routing_decision(pred, tm)
+if shown.routing is not None:
+    show_routing_decision(shown, tm)

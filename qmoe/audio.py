@@ -1,9 +1,15 @@
 """Audio front end: any common audio file -> float32 mono samples at the recipe's rate.
 
-Decoding reproduces ``librosa.load(path, sr=22050)`` sample for sample (soundfile/libsndfile
-decode, ``librosa.to_mono``, ``librosa.resample(res_type="soxr_hq")``), because the ESC-50
-figures the models were trained on were rendered from audio loaded that way. Formats are what
-libsndfile decodes: wav, flac, ogg (vorbis, opus), mp3, aiff, ... (no ffmpeg fallback).
+`load_audio` decodes at the file's native rate and resamples to 44,100 Hz, the rate of the ESC-50
+figures the models were trained on (dataset README, recipe step 1: native 44.1 kHz audio, no
+resampling; ESC-50 clips therefore pass through unchanged). It reproduces
+``librosa.load(path, sr=44100)`` sample for sample (soundfile/libsndfile decode,
+``librosa.to_mono``, ``librosa.resample(res_type="soxr_hq")``, which returns same-rate audio as
+is). Formats are what libsndfile decodes: wav, flac, ogg (vorbis, opus), mp3, aiff, ... (no
+ffmpeg fallback). ``load_audio(..., sr=22050)`` still serves recipes at that rate (``logmel``).
+
+`training_windows` then brings a decoded clip to the training conditions: 5 s windows at 44.1 kHz
+(every ESC-50 clip is 5 s; shorter ones were padded with digital silence).
 
 Every way an upload can be unusable ends in an ``AudioError`` whose message says what is wrong
 and what to do, so the app can show it as is.
@@ -22,7 +28,10 @@ import soundfile as sf
 
 from qmoe.errors import AudioError, ConfigError
 
-SAMPLE_RATE = 22050            # the recipe's rate (dataset README, step 1)
+SAMPLE_RATE = 44100            # the esc50-figure recipe's rate: ESC-50's native rate (README, step 1)
+WINDOW_SECONDS = 5.0           # every ESC-50 clip, hence every training figure
+WINDOW_SAMPLES = 220_500       # 5 s at 44.1 kHz
+WINDOW_HOP_SECONDS = 2.5       # longer clips: 5 s windows every 2.5 s (50 % overlap)
 MAX_SECONDS = 60.0             # longer clips are trimmed (flagged) or refused
 MIN_SECONDS = 0.1              # shorter than this there is no spectrogram to speak of
 MAX_BYTES = 50_000_000         # checked before decoding: 60 s of 48 kHz stereo float WAV is 23 MB
@@ -48,6 +57,10 @@ class AudioClip:
 def load_audio(source, sr: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
                on_long: str = "trim", max_bytes: int = MAX_BYTES) -> AudioClip:
     """Decode `source` (path, bytes, or binary file-like such as Streamlit's UploadedFile).
+
+    Samples come at the native rate resampled to `sr` (default 44,100 Hz, the esc50-figure
+    recipe's; ESC-50 clips are natively 44.1 kHz and pass unchanged); `training_windows` then cuts
+    or pads them to the 5 s of a training figure.
 
     Raises AudioError for empty, oversized, non-audio, truncated/corrupt, sample-less,
     NaN/inf, silent, too short, or (with ``on_long="refuse"``) too long input.
@@ -76,6 +89,42 @@ def load_audio(source, sr: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
                          f"= -80 dBFS); record or choose a clip with audible sound.")
     return AudioClip(samples=y, sr=int(sr), duration_s=len(y) / sr, original_sr=native_sr,
                      channels=channels, trimmed=trimmed, source=name)
+
+
+def training_windows(clip, sr: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bring a decoded clip to the training conditions: 5 s windows at 44.1 kHz.
+
+    `clip` is an `AudioClip` from ``load_audio`` (at its default 44,100 Hz) or 1-D samples with
+    ``sr=44100``. Returns ``(windows, starts)``: float32 windows of shape (n, 220500) and their
+    start times in seconds (float64, (n,)).
+
+    * A clip of at most 5 s gives one window: the clip followed by digital silence (zeros, at the
+      end, as ESC-50 padded its shorter recordings) up to exactly 5 s.
+    * A longer clip is cut into 5 s windows starting every 2.5 s (`WINDOW_HOP_SECONDS`, 50 %
+      overlap): starts 0, 2.5, 5, ... up to the first window that reaches the end of the clip;
+      that last window, if partial, is padded with silence at the end (it still holds more than
+      2.5 s of the clip). So n = 1 + ceil((duration - 5 s) / 2.5 s), and every sample is in a window.
+    """
+    if isinstance(clip, AudioClip):
+        samples, rate = clip.samples, clip.sr
+        if sr is not None and sr != rate:
+            raise ConfigError(f"sr={sr} given for an AudioClip at {rate} Hz; leave sr out.")
+    else:
+        samples, rate = np.asarray(clip), SAMPLE_RATE if sr is None else sr
+    if rate != SAMPLE_RATE:
+        raise ConfigError(f"Training windows are at {SAMPLE_RATE} Hz, the clip is at {rate} Hz; "
+                          f"decode it with load_audio(..., sr={SAMPLE_RATE}).")
+    if samples.ndim != 1 or samples.size == 0:
+        raise AudioError(f"Expected non-empty mono samples (1-D), got shape {samples.shape}; "
+                         f"decode the file with load_audio first.")
+    hop = int(round(WINDOW_HOP_SECONDS * SAMPLE_RATE))
+    n = 1 + max(0, -(-(len(samples) - WINDOW_SAMPLES) // hop))       # ceil division
+    starts = np.arange(n) * hop
+    windows = np.zeros((n, WINDOW_SAMPLES), np.float32)
+    for window, start in zip(windows, starts):
+        part = samples[start:start + WINDOW_SAMPLES]
+        window[:len(part)] = part
+    return windows, starts / SAMPLE_RATE
 
 
 def _read_bytes(source, max_bytes: int) -> tuple[bytes, str]:

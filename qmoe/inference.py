@@ -67,24 +67,35 @@ def audio_recipe() -> str:
     return "audio->" + RECIPES["esc50-figure"]
 
 
-def embed_clip(samples: np.ndarray, sr: int, backbone: str) -> tuple[np.ndarray, np.ndarray]:
-    """(figure image, embedding) of a decoded clip, through the cached embedding pipeline."""
+def embed_windows(windows: np.ndarray, backbone: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """(figure images, embeddings (n, D)) of 5 s training windows at 44.1 kHz, through the cached pipeline."""
+    from .audio import SAMPLE_RATE
     from .embeddings import content_hash, embed_images
     from .spectrogram import render_figure
 
-    image = render_figure(samples, sr)
-    emb = embed_images([image], [content_hash(samples)], audio_recipe(), backbone=backbone, progress=False)
-    return image, emb[0]
+    images = [render_figure(w, SAMPLE_RATE) for w in windows]
+    emb = embed_images(images, [content_hash(w) for w in windows], audio_recipe(), backbone=backbone, progress=False)
+    return images, emb
+
+
+@dataclass
+class Window:
+    """One 5 s window of a clip and the model's answer for it."""
+
+    start_s: float
+    probs: np.ndarray  # (n_classes,)
+    image: np.ndarray
+    routing: dict | None = None  # an MoE's routing record for this window
 
 
 @dataclass
 class Prediction:
+    """A clip's answer: the mean of its windows' class probabilities (`AGGREGATION`), and every window's own."""
+
     class_names: list[str]
     probs: np.ndarray  # (n_classes,)
-    image: np.ndarray
-    embedding: np.ndarray
+    windows: list[Window]
     clip: object
-    routing: dict | None = None
     timings_ms: dict = field(default_factory=dict)
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
@@ -95,36 +106,73 @@ class Prediction:
     def label(self) -> str:
         return self.class_names[int(np.argmax(self.probs))]
 
+    @property
+    def shown(self) -> Window:
+        """The window that speaks most for the clip's answer (highest probability of the answer's class)."""
+        c = int(np.argmax(self.probs))
+        return max(self.windows, key=lambda w: w.probs[c])
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.shown.image
+
+    @property
+    def routing(self) -> dict | None:
+        return self.shown.routing
+
+    def timeline(self) -> list[dict]:
+        """One row per window: start, end, top class and its probability (and the MoE's chosen expert)."""
+        rows = []
+        for w in self.windows:
+            c = int(np.argmax(w.probs))
+            row = {"start_s": w.start_s, "end_s": w.start_s + WINDOW_S, "label": self.class_names[c],
+                   "probability": float(w.probs[c])}
+            if w.routing is not None:
+                row["expert"] = int(w.routing["chosen_expert"])
+            rows.append(row)
+        return rows
+
+
+WINDOW_S = 5.0
+AGGREGATION = ("mean of the 5 s windows' class probabilities (windows every 2.5 s; a clip of up to 5 s is one window, "
+               "padded with silence)")
+
 
 def classify(source, model_path, max_seconds: float = 60.0) -> Prediction:
-    """Classify an audio file/bytes/upload with a checkpoint; raises AudioError on bad audio."""
-    from .audio import load_audio
+    """Classify an audio file/bytes/upload with a shipped model on ONNX Runtime; raises AudioError on bad audio.
+
+    The clip is brought to the training conditions first (44.1 kHz; 5 s windows, see `qmoe.audio.training_windows`);
+    every window is answered, and the clip's answer is `AGGREGATION`.
+    """
+    from .audio import load_audio, training_windows
 
     model_path = Path(model_path)
     if not model_path.exists():
         raise ConfigError(f"no trained model at {model_path}")
     tm = load_model(str(model_path))
     t = {"start": time.perf_counter()}
-    clip = load_audio(source, sr=22050, max_seconds=max_seconds)
+    clip = load_audio(source, max_seconds=max_seconds)
+    windows, starts = training_windows(clip)
     t["decode"] = time.perf_counter()
-    image, emb = embed_clip(clip.samples, clip.sr, tm.info["config"]["backbone"])
+    images, emb = embed_windows(windows, tm.info["config"]["backbone"])
     t["render+embed"] = time.perf_counter()
     model = deployed(str(model_path))  # ONNX Runtime
-    routing = None
     x = tm.standardize(emb)
     if hasattr(tm.model, "record_from"):  # the routing primitives come out of the same ONNX Runtime pass
         out = model.run_all(x)
         rec = tm.model.record_from(out["router_probs"], out["mc_probs"], out["expert_logits"])
-        routing = {k: np.asarray(v)[0] for k, v in rec.items()}
-        probs = routing["class_probs"].astype(np.float64)
+        routing = [{k: np.asarray(v)[i] for k, v in rec.items()} for i in range(len(x))]
+        probs = rec["class_probs"].astype(np.float64)
     else:
-        logits = model(x)[0].astype(np.float64)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
+        logits = model(x).astype(np.float64)
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        routing = [None] * len(x)
     t["model"] = time.perf_counter()
     steps = list(t)
     timings = {s: 1000 * (t[s] - t[p]) for p, s in zip(steps, steps[1:])}
-    return Prediction(tm.class_names, probs, image, emb, clip, routing, timings)
+    parts = [Window(float(s), p, im, r) for s, p, im, r in zip(starts, probs, images, routing)]
+    return Prediction(tm.class_names, probs.mean(0), parts, clip, timings)
 
 
 def audio_path_check(model_path, progress: bool = True) -> dict:
@@ -132,7 +180,7 @@ def audio_path_check(model_path, progress: bool = True) -> dict:
     from sklearn.metrics import f1_score
     from tqdm.auto import tqdm
 
-    from .audio import load_audio
+    from .audio import load_audio, training_windows
     from .datasets import get_dataset
 
     tm = load_model(str(model_path))
@@ -143,8 +191,8 @@ def audio_path_check(model_path, progress: bool = True) -> dict:
     audio_dir = paths.SHARED_DIR / "datasets" / "esc50" / "audio"
     emb = []
     for i in tqdm(rows, desc="fold-4 audio", disable=not progress):
-        clip = load_audio(audio_dir / f"{ds.meta['name'].iloc[i]}.flac")
-        emb.append(embed_clip(clip.samples, clip.sr, cfg["backbone"])[1])
+        windows, _ = training_windows(load_audio(audio_dir / f"{ds.meta['name'].iloc[i]}.flac"))
+        emb.append(embed_windows(windows, cfg["backbone"])[1][0])  # a 5 s ESC-50 clip is one window
     pred_audio = tm.predict_proba(np.stack(emb)).argmax(1)
     pred_fig = tm.predict_proba(ds.X[rows]).argmax(1)
     return {"n": int(len(rows)), "f1_audio": float(f1_score(y[rows], pred_audio, average="macro")),

@@ -55,6 +55,24 @@ def waveform_figure(samples: np.ndarray, sr: int):
     return fig
 
 
+def window_timeline(rows: list[dict], expert_names: list[str] | None = None):
+    """One bar per 5 s window along the clip: its top class (colour) and probability (text); for an MoE the expert
+    that handled it."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label in dict.fromkeys(r["label"] for r in rows):
+        mine = [r for r in rows if r["label"] == label]
+        text = [f"{r['probability']:.0%}" + (f" · {expert_names[r['expert']]}" if expert_names else "") for r in mine]
+        fig.add_trace(go.Bar(name=label, base=[r["start_s"] for r in mine], x=[r["end_s"] - r["start_s"] for r in mine],
+                             y=[f"{r['start_s']:.1f} s" for r in mine], orientation="h", text=text,
+                             textposition="inside", hovertemplate="%{y}: " + label + " %{text}<extra></extra>"))
+    fig.update_layout(height=80 + 28 * len(rows), barmode="overlay", margin=dict(l=10, r=10, t=30, b=10),
+                      title="Windows: top class (and expert)", xaxis_title="time in the clip (s)",
+                      yaxis=dict(autorange="reversed", title="window start"), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
 def probability_bars(pairs: list[tuple[str, float]], title: str = ""):
     import plotly.graph_objects as go
 

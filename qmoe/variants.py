@@ -13,6 +13,7 @@ Model protocol the trainer relies on (all optional except forward):
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, asdict
 from typing import Callable
 
@@ -52,6 +53,7 @@ class VariantSpec:
 
 
 _REGISTRY: dict[str, VariantSpec] = {}
+_FAMILIES: list[tuple["re.Pattern", Callable, str]] = []  # (name pattern, match -> VariantSpec, example names)
 
 
 def register_variant(name: str, *, train: TrainConfig = TrainConfig(), family: str = "single",
@@ -64,6 +66,17 @@ def register_variant(name: str, *, train: TrainConfig = TrainConfig(), family: s
         _REGISTRY[name] = VariantSpec(name, builder, train, family, bits,
                                       description or (builder.__doc__ or "").strip().split("\n")[0], options)
         return builder
+
+    return deco
+
+
+def register_family(pattern: str, examples: str):
+    """Decorator: `make(match) -> VariantSpec` builds the spec of any name matching the regex `pattern` on demand
+    (parametric variants such as `Q3-Base` or an MoE named by its parts). Exact registrations take precedence."""
+
+    def deco(make):
+        _FAMILIES.append((re.compile(pattern), make, examples))
+        return make
 
     return deco
 
@@ -84,10 +97,15 @@ def list_variants(family: str | None = None) -> list[str]:
 
 def get_variant(name: str) -> VariantSpec:
     _load_all()
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ConfigError(f"unknown variant {name!r}; known variants: {known}")
-    return _REGISTRY[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for pattern, make, _ in _FAMILIES:
+        if isinstance(name, str) and (m := pattern.fullmatch(name)):
+            return make(m)  # raises ConfigError with the reason when the name is well-formed but invalid
+    known = ", ".join(sorted(_REGISTRY))
+    families = "; ".join(examples for _, _, examples in _FAMILIES)
+    raise ConfigError(f"unknown variant {name!r}; known variants: {known}" + (f"; and by pattern: {families}"
+                                                                                 if families else ""))
 
 
 def create_model(name: str, in_dim: int, n_classes: int, **overrides):

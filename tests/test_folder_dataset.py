@@ -97,11 +97,11 @@ def test_unusable_folders_are_refused_with_the_reason(tmp_path, clip_folder):
 
 
 def test_folder_dataset_embeds_trains_and_reaches_the_results_table(clip_folder, store):
-    from qmoe.audio import load_audio
+    from qmoe.audio import load_audio, training_windows
     from qmoe.datasets import get_dataset
     from qmoe.datasets.folder import load_prefixed, register_folder
     from qmoe.experiment import RunConfig, run
-    from qmoe.inference import embed_clip
+    from qmoe.inference import embed_windows
     from qmoe.results import results_frame
 
     name = register_folder(clip_folder)
@@ -110,8 +110,9 @@ def test_folder_dataset_embeds_trains_and_reaches_the_results_table(clip_folder,
     assert ds.X.shape == (N_CLASSES * PER_CLASS, ds.dim) and ds.embedding_info["recipe"] == "esc50-figure"
     assert ds.fold_ids("predefined") == [1, 2, 3, 4, 5]
     # the same vector the app computes for an uploaded clip (one shared cache entry)
-    clip = load_audio(clip_folder / ds.meta["file"].iloc[0])
-    np.testing.assert_array_equal(ds.X[0], embed_clip(clip.samples, clip.sr, ds.embedding_info["backbone"])[1])
+    windows, _ = training_windows(load_audio(clip_folder / ds.meta["file"].iloc[0]))
+    assert len(windows) == 1  # ESC-50 clips are 5 s: one training window
+    np.testing.assert_array_equal(ds.X[0], embed_windows(windows, ds.embedding_info["backbone"])[1][0])
     assert load_prefixed("esc50") is None
 
     rec = run(RunConfig(name, "class", "predefined", "FP32-Base", 1, 0), store, progress=False)
@@ -127,7 +128,9 @@ def test_logmel_recipe_is_recorded_and_gives_other_embeddings(clip_folder):
     logmel = load_prefixed(f"folder:{clip_folder}?recipe=logmel")
     assert logmel.embedding_info["recipe"] == "logmel" and logmel.name.endswith("?recipe=logmel")
     assert logmel.X.shape == figure.X.shape and not np.allclose(logmel.X, figure.X)
-    assert figure.embedding_info["audio_sha256"] == logmel.embedding_info["audio_sha256"]
+    assert list(figure.meta["file"]) == list(logmel.meta["file"])  # the same clips, drawn by two recipes
+    assert figure.embedding_info["inputs_sha256"] != logmel.embedding_info["inputs_sha256"]  # 44.1 kHz windows
+    assert figure.embedding_info["clip"].startswith("mean of its 5 s") and logmel.embedding_info["clip"] == "the whole clip"
 
 
 def test_esc50_folder_command_builds_a_named_machine_independent_folder_dataset(tmp_path, monkeypatch, capsys):

@@ -16,9 +16,9 @@ Folds (the `predefined` protocol), first rule that applies:
 3. Otherwise StratifiedKFold(5, shuffle, seed 42) over clips.
 
 Embeddings go through the same cache as everything else (`qmoe.embeddings.embed_images`), keyed by the
-decoded samples' hash and the recipe `audio-><recipe text>`: the exact key `qmoe.inference.embed_clip`
-uses, so a clip classified in the app and the same clip in a folder dataset share one vector. A small
-manifest (path, size, mtime -> samples hash) spares decoding unchanged files on the next load.
+samples' hash and the recipe `audio-><recipe text>`: the exact key `qmoe.inference.embed_windows` uses (one
+vector per 5 s training window), so a clip classified in the app and the same clip in a folder dataset share
+their vectors. A small manifest (path, size, mtime, recipe -> window hashes) spares decoding unchanged files.
 """
 from __future__ import annotations
 
@@ -178,15 +178,19 @@ def embed_audio_files(files: list[Path], recipe: str = DEFAULT_RECIPE, backbone:
                       progress=True) -> tuple[np.ndarray, dict]:
     """(embeddings (n, dim) float32, embedding_info) of audio files rendered with `recipe`.
 
-    Undecodable files raise DataError naming the file (a dataset with a broken clip should be fixed,
-    not silently shrunk).
+    The ESC-50 figure recipe sees a clip as the app does (`qmoe.inference.classify`): at 44.1 kHz, in 5 s
+    training windows (`qmoe.audio.training_windows`; a clip of up to 5 s is one window padded with silence); a
+    clip's embedding is the mean of its windows' (its one window's, for every clip of at most 5 s). Other recipes
+    render the whole clip at their own rate. Undecodable files raise DataError naming the file (a dataset with a
+    broken clip should be fixed, not silently shrunk).
     """
-    from ..audio import SAMPLE_RATE, load_audio
+    from ..audio import load_audio, training_windows
     from ..embeddings import content_hash, embed_images
-    from ..spectrogram import render
+    from ..spectrogram import RECIPE_SR, render
 
     files = [Path(f) for f in files]
     recipe_key = audio_recipe_key(recipe)
+    sr, windowed = RECIPE_SR[recipe], recipe == DEFAULT_RECIPE
     manifest_path = _manifest_path(files)
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -194,32 +198,39 @@ def embed_audio_files(files: list[Path], recipe: str = DEFAULT_RECIPE, backbone:
         manifest = {}
     decoded = {}
 
-    def decode(i: int):
+    def decode(i: int) -> list[np.ndarray]:
+        """File i as the inputs its figures are drawn from: its training windows, or the whole clip."""
         if i not in decoded:
             try:
-                decoded[i] = load_audio(files[i], sr=SAMPLE_RATE).samples
+                clip = load_audio(files[i], sr=sr)
             except AudioError as e:
                 raise DataError(f"cannot use {files[i]}: {e}") from None
+            decoded[i] = list(training_windows(clip)[0]) if windowed else [clip.samples]
         return decoded[i]
 
-    contents = []
+    parts = []  # (file index, content hash) per figure
     for i, f in enumerate(files):
         st = f.stat()
-        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        stamp = f"{st.st_size}:{st.st_mtime_ns}:{recipe}"
         entry = manifest.get(str(f.resolve()))
-        if entry and entry[0] == stamp:
-            contents.append(entry[1])
-        else:
-            contents.append(content_hash(decode(i)))
-            manifest[str(f.resolve())] = [stamp, contents[-1]]
+        if not (entry and entry[0] == stamp):
+            entry = [stamp, [content_hash(x) for x in decode(i)]]
+            manifest[str(f.resolve())] = entry
+        parts += [(i, h) for h in entry[1]]
     if decoded:
         atomic_write_bytes(manifest_path, json.dumps(manifest).encode())
-    X = embed_images(lambda i: render(decode(i), SAMPLE_RATE, recipe), contents, recipe_key,
-                     backbone=backbone, progress=progress)
+    first = {}
+    for j, (i, _) in enumerate(parts):
+        first.setdefault(i, j)
+    vectors = embed_images(lambda j: render(decode(parts[j][0])[j - first[parts[j][0]]], sr, recipe),
+                           [h for _, h in parts], recipe_key, backbone=backbone, progress=progress)
+    owner = np.array([i for i, _ in parts])
+    X = np.stack([vectors[owner == i].mean(0) for i in range(len(files))]).astype(np.float32)
     bb = get_backbone(backbone)
     info = {"backbone": bb.name, "weights": bb.weights_id, "recipe": recipe, "recipe_key": recipe_key,
-            "source": "audio files", "n": len(files),
-            "audio_sha256": hashlib.sha256("".join(contents).encode()).hexdigest()[:16]}
+            "source": "audio files", "n": len(files), "figures": len(parts),
+            "clip": "mean of its 5 s training windows' embeddings" if windowed else "the whole clip",
+            "inputs_sha256": hashlib.sha256("".join(h for _, h in parts).encode()).hexdigest()[:16]}
     return X, info
 
 
