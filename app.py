@@ -1,57 +1,68 @@
-"""qmoe: curiosity-driven quantized Mixture-of-Experts for audio classification (Streamlit app: Overview)."""
+"""qmoe: curiosity-driven quantized Mixture-of-Experts for audio classification (Streamlit app).
+
+The entry point: names the pages (the first is the Overview, the findings as pictures) and runs the one asked for.
+"""
 import qmoe  # noqa: F401  (first: fixes thread counts before numpy/torch load)
+from pathlib import Path
+
 import streamlit as st
 
-from qmoe.results import headline, summary
-from qmoe.ui import csv_download, results
+PAGES_DIR = Path(__file__).parent / "pages"
 
+
+def overview() -> None:
+    from qmoe import ui
+
+    st.title("qmoe — curiosity-driven quantized Mixture-of-Experts")
+    st.markdown(
+        "The paper *Uncertainty Makes It Stable: Curiosity-Driven Quantized Mixture-of-Experts* (arXiv 2511.11743), "
+        "reproduced and questioned on ESC-50: audio → mel-spectrogram figure → EfficientNet-Lite0 embedding → "
+        "quantized MLP experts, or a Mixture of them with a Bayesian, curiosity-driven router. Below, what we found; "
+        "every number comes from the engine's result cache (leak-free predefined folds, the paper's 5-category task, "
+        "efficiency on ONNX Runtime: what a device runs).")
+    df = ui.results("onnxruntime")
+    if df.empty:
+        st.warning("The result cache is empty. Run `python -m qmoe reproduce` (or `python -m qmoe train`).")
+        st.stop()
+    esc = df[df["dataset"] == "esc50"]
+
+    st.subheader("Which of the paper's claims hold")
+    ledger = ui.cached_ledger(len(df))
+    st.plotly_chart(ui.verdicts_by_area(ledger), width="stretch")
+    st.page_link(PAGES["Claims ledger"], label="Every claim, its value and test → Claims ledger", icon="📋")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("What bits cost in accuracy")
+        st.plotly_chart(ui.f1_against_bits(esc), width="stretch")
+        st.page_link(PAGES["Bit-width"], label="Bit-width sweep →", icon="📉")
+    with right:
+        st.subheader("Does curiosity stabilise the MoE?")
+        st.plotly_chart(ui.fold_spread_across_seeds(esc), width="stretch")
+        st.page_link(PAGES["Alpha sweep"], label="Alpha sweep →", icon="🎚️")
+        st.page_link(PAGES["Significance"], label="Significance tests →", icon="🧪")
+
+    st.subheader("Latency and energy of each variant on ONNX Runtime")
+    st.plotly_chart(ui.latency_and_energy(esc), width="stretch")
+    st.page_link(PAGES["Efficiency"], label="Efficiency: latency spread, CO₂, deployment projection →", icon="⚡")
+
+    st.subheader("Try it")
+    c1, c2, c3 = st.columns(3)
+    c1.page_link(PAGES["Classify"], label="Classify a sound: which quantized expert handles it, and why", icon="🎧")
+    c2.page_link(PAGES["Routing explorer"], label="Routing explorer: every routing decision of a run", icon="🔀")
+    c3.page_link(PAGES["Run experiment"], label="Run experiment: train and sweep from the browser", icon="🧮")
+    with st.expander("Headline numbers (mean ± fold std; leak-free rows first)"):
+        head = ui.headline_table(df)
+        st.dataframe(head, hide_index=True, width="stretch")
+        ui.csv_download(head, "qmoe-headline.csv")
+    st.caption("Protocols: **predefined** = ESC-50's own folds (leak-free; early stopping on a validation split of "
+               "the training folds); **paper** = the reference code's shuffled split (leaky). Tasks: **major** = the 5 "
+               "major categories (the paper's ESC-50 task), **class** = the 50 classes. ESC-50: K. J. Piczak, ACM MM "
+               "2015 — CC BY-NC 3.0, clips from freesound.org; non-commercial use only.")
+
+
+PAGES = {p.stem.split("_", 1)[1].replace("_", " "): st.Page(str(p), url_path=p.stem.split("_", 1)[1],
+                                                             title=p.stem.split("_", 1)[1].replace("_", " "))
+         for p in sorted(PAGES_DIR.glob("*.py"))}
 st.set_page_config(page_title="qmoe", page_icon="🎧", layout="wide")
-st.title("qmoe — curiosity-driven quantized Mixture-of-Experts")
-st.markdown(
-    "This app reproduces and questions the paper *Uncertainty Makes It Stable: Curiosity-Driven Quantized "
-    "Mixture-of-Experts* (arXiv 2511.11743). Audio becomes a mel-spectrogram figure, an ImageNet CNN "
-    "(EfficientNet-Lite0) embeds it, and small quantized MLP experts — or a Mixture of them with a Bayesian, "
-    "curiosity-driven router — classify the embedding."
-)
-left, right = st.columns(2)
-with left:
-    st.subheader("What the paper claims")
-    st.markdown(
-        "- 4-bit quantization keeps 99.9% of 16-bit F1; 2-bit drops significantly.\n"
-        "- Curiosity routing (Eq. 8) cuts the fold-level F1 variance of the MoE by 50–94% (Levene p < 0.001).\n"
-        "- The 8-bit expert automatically receives the least confident samples (20% lower confidence).\n"
-        "- The MoE adds ~11% latency; curiosity makes latency more predictable (Eq. 9).\n"
-        "- Energy is lowest at 16 bits on the paper's CPU; deployment emissions dwarf training.")
-with right:
-    st.subheader("What you can check here")
-    st.markdown(
-        "- **Classify** a sound and see which quantized expert handled it, and why.\n"
-        "- **Routing explorer**, **Alpha sweep**, **Learn**: the routing decisions, the curiosity term, live.\n"
-        "- **Bit-width**, **Efficiency**, **Significance**, **Claims ledger**: every table of the paper, "
-        "recomputed by this engine, each claim held against our numbers.\n"
-        "- **Run experiment**: add runs to the cache from the browser.")
-st.info("Every number is read from the engine's result cache (`results/`), each run stored with its full config and "
-        "code version. Default protocol: **predefined** ESC-50 folds (leak-free; model selection on a validation split "
-        "of the training folds). Protocol **paper** = the reference code's shuffled split, flagged as leaky. "
-        "Task **major** = the 5 major categories (the paper's ESC-50 task); **class** = the 50 classes.")
-
-df = results()
-if df.empty:
-    st.warning("The result cache is empty. Run `python -m qmoe reproduce` (or `python -m qmoe train`).")
-    st.stop()
-
-st.subheader("Headline results")
-head = headline(df)
-st.dataframe(head, hide_index=True, width="stretch")
-csv_download(head, "qmoe-headline.csv")
-
-st.subheader("All cached configurations (mean ± std over folds)")
-summ = summary(df)
-st.dataframe(summ, hide_index=True, width="stretch")
-csv_download(summ, "qmoe-summary.csv")
-
-with st.expander(f"All {len(df)} cached runs (one row per fold and seed)"):
-    st.dataframe(df, hide_index=True, width="stretch")
-    csv_download(df, "qmoe-results.csv")
-
-st.caption("ESC-50: K. J. Piczak, ACM MM 2015 — CC BY-NC 3.0, clips from freesound.org; non-commercial use only.")
+st.navigation([st.Page(overview, title="Overview", icon="🎧", default=True), *PAGES.values()]).run()

@@ -2,8 +2,8 @@
 import qmoe  # noqa: F401  (first: fixes thread counts)
 import streamlit as st
 
-from qmoe.claims import FAILS, HOLDS, NOT_RUN, UNTESTABLE, ledger
-from qmoe.ui import csv_download, results
+from qmoe.claims import FAILS, HOLDS, NOT_RUN, UNTESTABLE
+from qmoe.ui import cached_ledger, csv_download, results
 
 st.set_page_config(page_title="qmoe · Claims ledger", page_icon="🎧", layout="wide")
 st.title("Claims ledger")
@@ -14,11 +14,6 @@ st.markdown("One row per numeric claim of the paper (abstract, Sec. 5, Tables 2�
             "are judged on the deployed model on **ONNX Runtime** (what a device runs); the engine's torch path is "
             "shown beside them (`ours_torch_eager`, leak-free folds) so the runtime's part can be seen. Also written "
             "by `python -m qmoe claims` to `results/claims.csv`.")
-
-
-@st.cache_data(show_spinner="Judging the claims...", ttl=10)
-def cached_ledger(n_runs: int):  # keyed on the number of cached runs, so new runs re-judge
-    return ledger(results("onnxruntime"))
 
 
 df = results("onnxruntime")

@@ -35,8 +35,19 @@ def cmd_train(a):
 
     known = dataset_tasks(a.dataset)
     tasks = a.task or (["major"] if "major" in known else [known[0]])  # the paper's task where there is one
-    records = run_grid(a.dataset, tasks, a.protocol, a.variant, a.folds, a.seeds, selection=a.selection,
-                       backbone=a.backbone, export_to=a.export)
+    if a.executor == "local" and a.address:
+        raise QmoeError("--address is the address of a Ray cluster: use it with --executor ray")
+    if a.executor == "ray":
+        from .executors import grid_configs, run_configs
+
+        if a.export:
+            raise QmoeError("--export writes the trained weights, which stay on the worker: use --executor local")
+        records = run_configs(grid_configs(a.dataset, tasks, a.protocol, a.variant, a.folds, a.seeds,
+                                           selection=a.selection, backbone=a.backbone), executor="ray",
+                              address=a.address)
+    else:
+        records = run_grid(a.dataset, tasks, a.protocol, a.variant, a.folds, a.seeds, selection=a.selection,
+                           backbone=a.backbone, export_to=a.export)
     if a.export:
         print(f"exported {len(records)} ONNX models to {a.export}/ (one per fold: trained on the other folds)")
     df = pd.DataFrame(records)
@@ -113,6 +124,9 @@ def cmd_classify(a):
         p = classify(f, path)
         top = ", ".join(f"{n} {pr:.2f}" for n, pr in p.top(5))
         print(f"{f}: {p.label}  [{top}]")
+        if len(p.windows) > 1:  # the timeline: one line per 5 s window (the answer above is their mean)
+            for w in p.timeline():
+                print(f"  {w['start_s']:5.1f}-{w['end_s']:5.1f} s  {w['label']} {w['probability']:.2f}")
 
 
 def cmd_reproduce(a):
@@ -132,13 +146,15 @@ def cmd_reproduce(a):
 
     t0 = time.perf_counter()
     stage_times = {}
-    n = reproduce(workers=a.workers, only=a.only, seeds=a.seeds, tasks=a.task, retime=a.retime, stage_times=stage_times)
+    n = reproduce(workers=a.workers, only=a.only, seeds=a.seeds, tasks=a.task, retime=a.retime, stage_times=stage_times,
+                  executor=a.executor, address=a.address)
     wall = time.perf_counter() - t0
-    print(f"{'re-timed' if a.retime else 'computed'} {n} runs in {wall:.0f} s wall time; "
-          "every result is in results/ (python -m qmoe results --csv)")
+    print(f"{'re-timed' if a.retime else 'computed'} {n} runs in {wall:.0f} s wall time "
+          f"({a.executor} executor); every result is in {paths.RESULTS_DIR} (python -m qmoe results --csv)")
     if n:  # a record of how long the grid took, stage by stage (results/reproduce-log.jsonl)
         entry = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": n, "wall_s": round(wall),
-                 "workers": a.workers or os.cpu_count(), "retime": a.retime,
+                 "workers": a.workers or (None if a.address else os.cpu_count()), "retime": a.retime,
+                 "executor": a.executor, **({"address": a.address} if a.address else {}),
                  "stages": {k: {"runs": r, "wall_s": round(t)} for k, (r, t) in stage_times.items()}}
         with open(paths.RESULTS_DIR / "reproduce-log.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -164,6 +180,14 @@ def cmd_check_audio(a):
     print(f"fold-4 macro-F1 through the audio path: {r['f1_audio']:.4f}; on the shared figures: "
           f"{r['f1_figures']:.4f}; difference {r['f1_audio'] - r['f1_figures']:+.4f}; "
           f"same prediction on {100 * r['agreement']:.1f}% of {r['n']} clips")
+
+
+def _executor_args(s) -> None:
+    """--executor / --address of the commands that run a grid (`qmoe.executors`)."""
+    s.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local (default: this machine's cores) | ray (a local Ray instance, or the cluster at --address)")
+    s.add_argument("--address", default=None, help="with --executor ray: an existing Ray cluster, e.g. HEAD:6379 or "
+                   "auto (the one `ray start` runs on this machine); default: start a private local Ray instance")
 
 
 def main(argv=None) -> int:
@@ -193,6 +217,7 @@ def main(argv=None) -> int:
     s.add_argument("--backbone", default=DEFAULT_BACKBONE)
     s.add_argument("--export", metavar="DIR", help="also write every fold's trained model as ONNX into DIR "
                    "(retrains cached runs: their weights are not cached)")
+    _executor_args(s)
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("export", help="write a trained model as ONNX (what a device runs on ONNX Runtime)")
@@ -222,7 +247,8 @@ def main(argv=None) -> int:
     s.set_defaults(fn=cmd_classify)
 
     s = sub.add_parser("reproduce", help="run the whole ESC-50 grid (resumable; finished runs are skipped)")
-    s.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
+    s.add_argument("--workers", type=int, default=None, help="parallel processes, or CPUs of the local Ray instance "
+                   "(default: CPU count)")
     s.add_argument("--only", action="append", help="run only this stage (repeatable; see --list)")
     s.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4], help="seeds of the variance stages")
     s.add_argument("--list", action="store_true", help="list the stages, their sizes and how much is cached")
@@ -230,6 +256,7 @@ def main(argv=None) -> int:
     s.add_argument("--retime", action="store_true",
                    help="re-run cached runs to re-measure latency/energy on a quiet machine (use --workers 1); "
                         "predictions must match the cached ones exactly")
+    _executor_args(s)
     s.set_defaults(fn=cmd_reproduce)
 
     s = sub.add_parser("claims", help="hold the paper's claims against the cache; writes results/claims.csv")

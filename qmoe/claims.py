@@ -49,6 +49,24 @@ RUNTIME_CLAIMS = {"4bit-energy-vs-8bit", "16bit-least-energy", "8bit-2.7x-energy
                   "bayesian-router-overhead", "curiosity-latency-std", "moe-72x-latency-variance",
                   "moe-q8ptq-best-efficiency", "moe-q4816-3x-energy", "curiosity-co2-16pct", "co2-energy-r",
                   "ram-framework-dominated", "deployment-dominates"}
+# What each claim is about, for the Overview's verdicts-by-area picture.
+AREAS = {
+    "Accuracy vs bit-width": {"4bit-99.9pct", "4-8bit-parity", "4bit-vs-16bit-ns", "2bit-vs-16bit-sig", "2bit-cohens-d",
+                              "2bit-cliff", "1bit-98.3pct", "qat-vs-ptq", "no-model-beats-fp32-esc50", "rank-stability",
+                              "moe-lower-accuracy", "moe-q4816-best-f1"},
+    "Curiosity and stability": {"curiosity-var-0.2", "curiosity-var-0.3", "q8-variance-68pct",
+                                "curiosity-accuracy-equivalence", "curiosity-f1-0.3", "moe-2-3x-fold-variability"},
+    "Routing": {"q8-lower-confidence", "routing-shares-0.2", "routing-shares-0.3"},
+    "Latency, energy, CO2": RUNTIME_CLAIMS | {"moe-training-co2-above-singles"},
+    "Model size": {"4bit-4x-compression", "q4-7x-compression", "q1-20x-compression", "ptq-highest-compression",
+                   "moe-negative-compression"},
+    "Other datasets": {"quinn-f1-variance", "urban-no-variance-gain", "q16-vs-fp32-urban", "ptq-c-vs-fp32-quinn",
+                       "urban-1-2bit-sig"},
+}
+
+
+def area(claim_id: str) -> str:
+    return next((a for a, ids in AREAS.items() if claim_id in ids), "Other")
 
 
 @dataclass(frozen=True)
@@ -607,6 +625,9 @@ def judge(claim: Claim, ev: Evidence, protocol: str) -> dict:
         if claim.untestable:  # the analogue is a bonus: its absence changes nothing
             return {"value": "", "verdict": UNTESTABLE, "test": "", "n": None, "command": ""}
         return {"value": f"missing: {e.what}", "verdict": NOT_RUN, "test": "", "n": None, "command": e.command}
+    except (ValueError, IndexError) as e:  # e.g. every figure NaN: the runs were not measured on this runtime
+        return {"value": f"no figures to judge ({e})", "verdict": NOT_RUN, "test": "", "n": None,
+                "command": "python -m qmoe reproduce"}
     if claim.untestable:
         return {"value": f"ESC-50 analogue: {o.value}", "verdict": UNTESTABLE, "test": o.test, "n": o.n, "command": ""}
     return {"value": o.value, "verdict": HOLDS if o.holds else FAILS, "test": o.test, "n": o.n, "command": ""}

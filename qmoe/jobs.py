@@ -6,6 +6,9 @@ atomically (O_EXCL) before the process starts: a second run is refused with a cl
 any browser session. The worker rewrites the lock with its pid and progress after every finished
 run and removes it when done; a lock whose pid is dead (a killed worker) is stale and cleaned on
 the next look. The outcome of the last run is kept in `results/last_run.json`.
+
+A spec may name an executor ("local", the default: the runs one after another in the worker; "ray": on a
+local Ray instance or the cluster at spec "address"); QMOE_EXECUTOR / RAY_ADDRESS set the default for the app.
 """
 from __future__ import annotations
 
@@ -83,8 +86,14 @@ def validate(spec: dict) -> dict:
     from .datasets import dataset_tasks
     from .experiment import RunConfig
 
+    from .executors import EXECUTORS
+
     spec = {"dataset": "esc50", "tasks": ["major"], "protocols": ["predefined"], "variants": [], "folds": None,
-            "seeds": [0], **spec}
+            "seeds": [0], "executor": os.environ.get("QMOE_EXECUTOR") or "local", **spec}
+    if spec["executor"] not in EXECUTORS:
+        raise QmoeError(f"unknown executor {spec['executor']!r}; choose from {', '.join(EXECUTORS)}")
+    if spec.get("address") and spec["executor"] != "ray":
+        raise QmoeError("an address is that of a Ray cluster: it needs the ray executor")
     if not spec["variants"] or not spec["tasks"] or not spec["protocols"]:
         raise QmoeError("pick at least one task, protocol and variant to run")
     if spec["folds"] is not None and not spec["folds"]:
@@ -162,8 +171,16 @@ def _work(spec: dict, root: Path) -> None:
 
     outcome = {"spec": spec, "started": info["started"]}
     try:
-        records = run_grid(spec["dataset"], spec["tasks"], spec["protocols"], spec["variants"], spec["folds"],
-                           spec["seeds"], store=ResultStore(root), progress=False, on_progress=on_progress)
+        if spec.get("executor", "local") == "ray":
+            from .executors import grid_configs, run_configs
+
+            cfgs = grid_configs(spec["dataset"], spec["tasks"], spec["protocols"], spec["variants"], spec["folds"],
+                                spec["seeds"])
+            records = run_configs(cfgs, ResultStore(root), executor="ray", address=spec.get("address"),
+                                  progress=False, on_progress=on_progress)
+        else:
+            records = run_grid(spec["dataset"], spec["tasks"], spec["protocols"], spec["variants"], spec["folds"],
+                               spec["seeds"], store=ResultStore(root), progress=False, on_progress=on_progress)
         outcome.update(status="done", runs=len(records),
                        message=f"{len(records)} run(s) finished and cached (cached ones were read back).")
     except Exception as e:  # reported to the app, never swallowed

@@ -3,22 +3,22 @@
 The grid is data (stages of RunConfigs). Every run is cached atomically under its config hash, so an
 interrupted reproduce resumes where it stopped and a finished run is never redone. Runs are spread
 over worker processes that each load the dataset and the registry once (the naive alternative,
-one fresh process per config, is what `bench/grid.py` compares against).
+one fresh process per config, is what `bench/grid.py` compares against): this machine's cores by
+default, or a Ray cluster (`executor="ray"`, see `qmoe.executors`). Workers only compute; this
+process (the driver) writes every result into the store.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import replace
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import QmoeError
 from .datasets import get_dataset
-from .experiment import RunConfig, full_config, run, run_key
+from .executors import check_key, describe, get_executor
+from .experiment import RunConfig, compute, full_config, run_key
 from .store import ResultStore, config_key
 
 SINGLE = ("FP32-Base", "Q1-Base", "Q2-Base", "Q4-Base", "Q8-Base", "Q16-Base", "BitNet-Base", "Q8-Base-PTQ",
@@ -63,9 +63,16 @@ def stages(seeds=SEEDS) -> dict[str, list[RunConfig]]:
     }
 
 
-def _run_one(cfg: RunConfig, root: str) -> tuple[RunConfig, float]:
-    rec = run(cfg, ResultStore(root), progress=False)
-    return cfg, rec["f1_macro"]
+def _check_cached(store: ResultStore, cfg: RunConfig, key: str) -> None:
+    if store.get(key) is None or "y_pred" not in store.arrays(key):
+        raise QmoeError(f"{cfg}: not cached, nothing to re-time (run it first)")
+
+
+def _replace_timings(store: ResultStore, cfg: RunConfig, key: str, record: dict, arrays: dict) -> None:
+    """Store a re-run in place of the cached run, if it predicts exactly what the cached run did."""
+    if not np.array_equal(store.arrays(key)["y_pred"], arrays["y_pred"]):
+        raise QmoeError(f"{cfg}: the re-run predicted differently from the cached run; kept the cached run")
+    store.put(key, record, arrays)
 
 
 def retime_one(cfg: RunConfig, root: str) -> tuple[RunConfig, float]:
@@ -75,17 +82,10 @@ def retime_one(cfg: RunConfig, root: str) -> tuple[RunConfig, float]:
     if it does not, the cached run is kept and QmoeError says so (a timing pass never changes a result).
     """
     store, key = ResultStore(root), run_key(cfg)
-    old = store.arrays(key)
-    if store.get(key) is None or "y_pred" not in old:
-        raise QmoeError(f"{cfg}: not cached, nothing to re-time (run it first)")
-    with tempfile.TemporaryDirectory() as tmp:
-        scratch = ResultStore(tmp)
-        rec = run(cfg, scratch, progress=False, force=True)
-        new = scratch.arrays(key)
-    if not np.array_equal(old["y_pred"], new["y_pred"]):
-        raise QmoeError(f"{cfg}: the re-run predicted differently from the cached run; kept the cached run")
-    store.put(key, {k: v for k, v in rec.items() if k not in ("key", "arrays")}, new)
-    return cfg, rec["f1_macro"]
+    _check_cached(store, cfg, key)
+    key, record, arrays = compute(cfg, progress=False)
+    _replace_timings(store, cfg, key, record, arrays)
+    return cfg, record["f1_macro"]
 
 
 def plan(only: list[str] | None = None, seeds=SEEDS, tasks: list[str] | None = None) -> list[tuple[str, RunConfig]]:
@@ -119,38 +119,57 @@ def status(store: ResultStore | None = None, seeds=SEEDS, tasks: list[str] | Non
 
 def reproduce(store: ResultStore | None = None, workers: int | None = None, only: list[str] | None = None,
               seeds=SEEDS, on_progress=None, configs: list[RunConfig] | None = None, tasks: list[str] | None = None,
-              retime: bool = False, stage_times: dict | None = None) -> int:
+              retime: bool = False, stage_times: dict | None = None, executor="local",
+              address: str | None = None) -> int:
     """Run every stage (or `only` those named, or just `configs`); returns the number of runs computed now.
 
     Stages run one after another (a stage's runs in parallel), so each stage's wall time is known: it is written
     into `stage_times` ({stage: (runs computed, seconds)}) when given. retime=True re-runs the selected runs that
-    are cached (see `retime_one`) instead of the missing ones.
+    are cached (see `retime_one`) instead of the missing ones. `executor`: "local" (this machine's processes,
+    `workers` of them), "ray" (a local Ray instance of `workers` CPUs, or the cluster at `address`) or an executor
+    object (left open). Either way the runs are computed by workers and written into `store` by this process.
     """
     store = store or ResultStore()
     runs = keyed([("configs", c) for c in configs] if configs is not None else plan(only, seeds, tasks))
-    todo = [(n, c) for k, (n, c) in runs.items() if (store.get(k) is not None) == retime]
-    by_stage: dict[str, list[RunConfig]] = {}
-    for name, c in todo:
-        by_stage.setdefault(name, []).append(c)
-    workers = workers or max(1, min(len(todo), os.cpu_count() or 1))
+    todo = [(k, n, c) for k, (n, c) in runs.items() if (store.get(k) is not None) == retime]
+    if retime:
+        for k, _, c in todo:
+            _check_cached(store, c, k)
+    by_stage: dict[str, list[tuple[str, RunConfig]]] = {}
+    for key, name, c in todo:
+        by_stage.setdefault(name, []).append((key, c))
     total = len(todo) if retime else len(runs)
-    bar = tqdm(total=total, initial=total - len(todo), desc="re-time" if retime else "reproduce", unit="run")
-    work = retime_one if retime else _run_one
     done = 0
-    with ProcessPoolExecutor(workers) as pool:
-        for name, cfgs in by_stage.items():
+    if not todo:
+        return 0
+    if isinstance(executor, str):
+        if not (workers or address):  # a cluster sizes itself; this machine: one process per core
+            workers = max(1, min(len(todo), os.cpu_count() or 1))
+        ex = get_executor(executor, workers, address)
+    else:
+        ex = executor
+    bar = tqdm(total=total, initial=total - len(todo), desc="re-time" if retime else "reproduce", unit="run")
+    try:
+        for name, jobs in by_stage.items():
             t0 = time.perf_counter()
-            futures = [pool.submit(work, c, str(store.root)) for c in cfgs]
-            for fut in as_completed(futures):
-                cfg, f1 = fut.result()
+            for d in ex.map([c for _, c in jobs]):
+                key = jobs[d.index][0]
+                check_key(d, key)
+                if retime:
+                    _replace_timings(store, d.cfg, key, d.record, d.arrays)
+                else:
+                    store.put(key, d.record, d.arrays)
                 done += 1
                 bar.update(1)
-                bar.set_postfix_str(f"{name}: {cfg.variant} {cfg.task} fold {cfg.fold} F1 {f1:.3f}")
+                bar.set_postfix_str(f"{name}: {describe(d.cfg)} F1 {d.record['f1_macro']:.3f}")
                 if on_progress:
                     on_progress(total - len(todo) + done, total)
             seconds = time.perf_counter() - t0
-            tqdm.write(f"stage '{name}': {len(cfgs)} runs in {seconds:.0f} s wall time")
+            tqdm.write(f"stage '{name}': {len(jobs)} runs in {seconds:.0f} s wall time")
             if stage_times is not None:
-                stage_times[name] = (len(cfgs), seconds)
-    bar.close()
+                stage_times[name] = (len(jobs), seconds)
+    finally:
+        bar.close()
+        if isinstance(executor, str):
+            ex.close()
     return done

@@ -41,6 +41,9 @@ def results_frame(store: ResultStore | None = None, runtime: str | None = None) 
         row["code_version"] = cv.get("git_commit") or cv.get("source_sha256")
         rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
+    for c in RUNTIME_COLUMNS:  # a runtime that measured nothing leaves None: keep the figures numeric (NaN)
+        if c not in ("energy_method",):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
     return df.sort_values(["dataset", "task", "protocol", "variant", "options", "seed", "fold"], ignore_index=True)
 
 

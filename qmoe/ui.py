@@ -203,3 +203,101 @@ def pick_slice(df: pd.DataFrame, dataset_column, task_column, protocol_column) -
         "Protocol", leak_free_first(p for t, p in pairs if t == task),
         help="predefined = the dataset's own folds (leak-free); paper = the reference's shuffled folds (leaky)")
     return df, dataset, task, protocol
+
+
+# -- Overview: the findings as pictures --------------------------------------------------------------
+@st.cache_data(show_spinner="Judging the claims...", ttl=10)
+def cached_ledger(n_runs: int) -> pd.DataFrame:
+    """The claims ledger on the deployment runtime's figures (keyed on the number of cached runs: new runs
+    re-judge)."""
+    from .claims import ledger
+
+    return ledger(results("onnxruntime"))
+
+
+VERDICT_COLOURS = {"holds": "#2ca02c", "does not hold": "#d62728", "not yet run": "#bbbbbb",
+                   "not testable here": "#8c8c8c"}
+
+
+def verdicts_by_area(ledger: pd.DataFrame):
+    """Stacked bars: how many claims of each area hold, do not hold, or cannot be judged here."""
+    import plotly.graph_objects as go
+
+    from .claims import AREAS, area
+
+    counts = ledger.assign(area=ledger["id"].map(area)).groupby(["area", "verdict"]).size().unstack(fill_value=0)
+    counts = counts.reindex([a for a in AREAS if a in counts.index])
+    fig = go.Figure([go.Bar(name=v, y=counts.index, x=counts[v], orientation="h", marker_color=c, text=counts[v],
+                            textposition="inside") for v, c in VERDICT_COLOURS.items() if v in counts])
+    fig.update_layout(barmode="stack", height=300, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="claims",
+                      yaxis=dict(autorange="reversed"), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def f1_against_bits(df: pd.DataFrame, task: str = "major", protocol: str = "predefined"):
+    """Macro-F1 (± fold std) of the BitLinear k-bit experts against bits, FP32 as the reference line."""
+    import plotly.graph_objects as go
+
+    from .analysis import BIT_SWEEP, bitwidth_table
+
+    t = bitwidth_table(df, task, protocol)
+    sweep = t[t["variant"].isin(BIT_SWEEP)].sort_values("bits")
+    fig = go.Figure(go.Scatter(x=sweep["bits"], y=sweep["f1_mean"], mode="lines+markers", name="Qk-Base (BitLinear)",
+                               error_y=dict(type="data", array=sweep["f1_std"].fillna(0)),
+                               text=sweep["variant"], hovertemplate="%{text}: F1 %{y:.3f}<extra></extra>"))
+    fp32 = t[t["variant"] == "FP32-Base"]
+    if not fp32.empty:
+        fig.add_hline(y=float(fp32["f1_mean"].iloc[0]), line_dash="dash", annotation_text="FP32-Base")
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(type="log", title="bits per weight",
+                      tickvals=[1, 2, 4, 8, 16]), yaxis_title=f"macro-F1 ({task}, {protocol} folds)")
+    return fig
+
+
+def fold_spread_across_seeds(df: pd.DataFrame, task: str = "major", protocol: str = "predefined"):
+    """Fold-level F1 std of each seed's run: the uniform MoE against its curiosity twins (the paper's stability
+    claim is about this spread)."""
+    import plotly.graph_objects as go
+
+    from .analysis import CURIOUS, UNIFORM, Missing, seed_matrix, seeds_available
+
+    fig = go.Figure()
+    for name in (UNIFORM, CURIOUS[0.2], CURIOUS[0.3]):
+        seeds = seeds_available(df, name, task, protocol)
+        try:
+            stds = seed_matrix(df, name, task, protocol, seeds).std(axis=1, ddof=1) if seeds else []
+        except Missing:
+            stds = []
+        fig.add_trace(go.Box(y=list(stds), name=name.replace("BitNet-Q4/8-QMoE", "MoE"), boxpoints="all",
+                             hovertemplate="fold std %{y:.3f}<extra></extra>"))
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), showlegend=False,
+                      yaxis_title="fold std of macro-F1, one point per seed")
+    return fig
+
+
+def latency_and_energy(df: pd.DataFrame, task: str = "major", protocol: str = "predefined"):
+    """Per-inference latency (ms) and energy (mJ) of every variant, as the deployment runtime measured them."""
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    from .analysis import efficiency_table
+
+    t = efficiency_table(df, task, protocol).dropna(subset=["latency_ms_mean"]).sort_values("latency_ms_mean")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("latency per clip (ms, batch 1)", "energy per clip (mJ)"),
+                        shared_yaxes=True, horizontal_spacing=0.02)
+    colour = ["#636efa" if f == "single" else "#ef553b" for f in t["family"]]
+    fig.add_trace(go.Bar(y=t["variant"], x=t["latency_ms_mean"], orientation="h", marker_color=colour,
+                         hovertemplate="%{y}: %{x:.3f} ms<extra></extra>"), 1, 1)
+    fig.add_trace(go.Bar(y=t["variant"], x=t["energy_mj"], orientation="h", marker_color=colour,
+                         hovertemplate="%{y}: %{x:.2f} mJ<extra></extra>"), 1, 2)
+    fig.update_layout(height=140 + 22 * len(t), margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    return fig
+
+
+def headline_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The headline rows with units on every number, leak-free protocol first."""
+    from .results import headline
+
+    head = headline(df)
+    head = head.assign(**{"size (KB)": (head.pop("model_bytes") / 1024).round(1),
+                          "latency (ms)": head.pop("latency_ms_mean").round(3)})
+    return head.sort_values("protocol", key=lambda p: p != "predefined", kind="stable")
