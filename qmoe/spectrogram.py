@@ -94,7 +94,7 @@ RECIPES = {
         "top_db 80) in float32 with glibc log10f; specshow(x_axis='time', y_axis='mel') as 0.8.0 drew "
         "it: mel axis fmax 11025 Hz whatever the rate (edges: centres of mel_frequencies(128, 0, "
         "11025) minus half the gap, 11025 on top), time edges frames_to_time(0..n, 44100, 512), flat "
-        "shading, magma, default Normalize, mesh translated (-0.5, -0.5) px as matplotlib 3.3.4's Agg "
+        "shading, magma, Normalize in float32 as matplotlib 3.3.4, mesh translated (-0.5, -0.5) px as matplotlib 3.3.4's Agg "
         "drew it; default 6.4x4.8 in figure, savefig dpi 50, Agg; RGB uint8 240x320; outside rows "
         f"29-213 x cols 40-287 the frame of public figure {FRAME_SOURCE} (data/esc50/{FRAME_FILE}) "
         "for 5 s clips, matplotlib's own for other lengths; " + _VERSIONS),
@@ -243,6 +243,21 @@ def _log10f(x: np.ndarray) -> np.ndarray:
 
 # --- steps 4-5: the figure ------------------------------------------------------------------------
 
+class Float32Normalize(Normalize):
+    """matplotlib 3.3.4's Normalize: vmin and vmax are the data's own float32 min and max, so (x - vmin) / (vmax - vmin)
+    runs in float32. Current matplotlib turns them into Python floats first (float64 arithmetic), which puts a few
+    cells one colour step away from the public figures (e.g. 4-186940-A-44, whose max is 2**-18 dB)."""
+
+    def __call__(self, value, clip=None):
+        a = np.ma.asarray(value).astype(np.float32)
+        vmin, vmax = a.min(), a.max()
+        out = np.zeros(a.shape, np.float32)
+        if vmax > vmin:
+            out = a.filled(vmin) - vmin
+            out /= vmax - vmin
+        return np.ma.array(out, mask=np.ma.getmaskarray(a))
+
+
 def mesh_edges(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(time edges (n_frames + 1,) s, mel cell edges (129,) Hz) as librosa 0.8.0's specshow laid them."""
     centres = librosa.mel_frequencies(N_MELS, fmin=0.0, fmax=AXIS_FMAX)
@@ -258,7 +273,7 @@ def _specshow(ax, data: np.ndarray):
     x_edges, y_edges = mesh_edges(data.shape[1])
     mesh = librosa.display.specshow(data, sr=FIGURE_SR, hop_length=HOP, x_axis="time", y_axis="mel",
                                     x_coords=x_edges, y_coords=y_edges, shading="flat",
-                                    fmax=AXIS_FMAX, ax=ax)
+                                    fmax=AXIS_FMAX, ax=ax, norm=Float32Normalize())
     mesh.set_transform(ax.transData + Affine2D().translate(*MESH_SHIFT_PX))
     return mesh
 
@@ -402,10 +417,10 @@ class _FigureGeometry:
         self.lock = threading.Lock()       # the renderer's buffer is shared by all callers
 
     def paint(self, S_db: np.ndarray) -> np.ndarray:
-        # Colours as QuadMesh.to_rgba computes them (specshow's colormap choice, default
-        # Normalize over the data), rounded to 8 bits as Agg does.
+        # Colours as QuadMesh.to_rgba computes them (specshow's colormap choice, matplotlib 3.3.4's
+        # float32 normalisation over the data), rounded to 8 bits as Agg does.
         cmap = matplotlib.colormaps["magma"] if S_db.max() <= 0 else librosa.display.cmap(S_db)
-        rgba = cmap(Normalize()(np.ma.asarray(S_db)))
+        rgba = cmap(Float32Normalize()(np.ma.asarray(S_db)))
         colours = np.floor(rgba[..., :3].reshape(-1, 3) * 255 + 0.5).astype(np.uint8)
         area = self.base.copy()
         area[..., :3][self.pixels] = colours[self.cells]

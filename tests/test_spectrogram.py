@@ -22,11 +22,12 @@ ESC50 = SHARED_DIR / "datasets" / "esc50"
 FOLD4 = sorted((ESC50 / "audio").glob("4-*.flac"))
 SPREAD = FOLD4[::20]                                          # 20 clips spread over fold 4
 MAGMA = np.floor(matplotlib.colormaps["magma"](np.arange(256))[:, :3] * 255 + 0.5).astype(int)
-# Measured: 396 of the 400 figures equal pixel for pixel. In these 4, one mel cell lies within a
-# float32 rounding of a colour step and the reference stack (librosa 0.8.0, numpy 1.x, OpenBLAS,
-# glibc) rounded it to the neighbouring step: that many pixels of the plot area, one step off.
-# (Plain librosa 0.11 + the three specshow points misses ~1 clip in 7; see qmoe.spectrogram.)
-KNOWN_OFF = {"4-154405-B-27": 1, "4-182613-A-11": 1, "4-186940-A-44": 2, "4-204830-A-6": 1}
+# Measured: 397 of the 400 figures equal pixel for pixel. In these 3, one mel cell lies within one or two
+# float32 roundings of a colour step and the reference stack (librosa 0.8.0, numpy 1.x, OpenBLAS, glibc)
+# rounded it to the neighbouring step; no summation order, log10f or FFT variant tried reproduces all three
+# without breaking others (the other 34 cells that close to a step all match). At most that many pixels of
+# the plot area, one colour step off. (Plain librosa 0.11 + the three specshow points misses ~1 clip in 7.)
+KNOWN_OFF = {"4-154405-B-27": 1, "4-182613-A-11": 1, "4-204830-A-6": 1}
 
 
 def reference_png(path):
@@ -70,7 +71,8 @@ def test_fold4_upload_path_reproduces_the_training_figures():
             print(f"  {name}: {inside} pixel(s) differ, by {sorted(set(steps.tolist()))} colour step(s)")
     print(f"pixels differing outside the plot area, all 400 figures: {outside}")
     assert outside == 0
-    assert {name: inside for name, inside, _, _ in results if inside} == KNOWN_OFF
+    off = {name: inside for name, inside, _, _ in results if inside}
+    assert set(off) <= set(KNOWN_OFF) and all(n <= KNOWN_OFF[name] for name, n in off.items())
     assert all((steps == 1).all() for _, _, _, steps in results)
 
 
