@@ -120,13 +120,14 @@ class QuantizedMoE(nn.Module):
             self._aux = self.load_balance * load_balance_loss(p)
         if not (self._curiosity_on() and self.curiosity_mode == "paper"):
             return self._dispatch(x, top_k_weights(self._curious(p, None)[0], self.top_k))
-        # Eq. 8 needs every expert's class distribution for every sample.
-        if self.training:  # a stop-gradient view for the KL (expert dropout on); gradients reach routed rows only
-            with torch.no_grad():
-                q = torch.softmax(self.expert_logits(x), -1)
-            return self._dispatch(x, top_k_weights(self._curious(p, q)[0], self.top_k))
+        # Eq. 8 needs every expert's class distribution for every sample, so every expert runs on every row,
+        # once. The KL reads them detached (a stop-gradient routing prior); the output combines the routed ones.
+        # In training, a row's weight is 0 for every expert but its top-k, so its gradient reaches only the
+        # experts it is routed to: each expert trains on its routed rows alone (and the quantized layers' backward
+        # skips the zero rows, so it costs what the routed rows cost).
         logits = self.expert_logits(x)
-        return combine(top_k_weights(self._curious(p, torch.softmax(logits, -1))[0], self.top_k), logits)
+        weights = top_k_weights(self._curious(p, torch.softmax(logits.detach(), -1))[0], self.top_k)
+        return combine(weights, logits)
 
     def auxiliary_loss(self) -> torch.Tensor:
         """Load-balancing term of the last training forward (weight `load_balance`, paper 1e-3).

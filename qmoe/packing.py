@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .quantizers import BitLinear, PopcountLinear, TernaryLinear, int8_activations, ternary_activations
+from .quantizers import BitLinear, PopcountLinear, TernaryLinear, codes_product, int8_activations, ternary_activations
 
 WORD_BITS = 64  # popcount operands are 64-bit words
 POPCOUNT_CHUNK = 1 << 20  # words XORed at once in the popcount forward (bounds temporary memory)
@@ -107,7 +107,7 @@ class PackedIntLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xc, step = int8_activations(self.norm(x) if self.norm is not None else x)
-        return F.linear(xc, self.decoded_weight()) * (self.scale * step) + self.bias
+        return codes_product(xc, self.decoded_weight(), self.bits <= 8) * (self.scale * step) + self.bias
 
 
 def pack_bitlinear(layer: BitLinear) -> PackedIntLinear:

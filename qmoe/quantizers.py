@@ -13,6 +13,7 @@ form stores. That is why fake-quant and packed forward passes agree to float rou
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -40,12 +41,15 @@ def check_threshold(name: str, value) -> float:
     return float(value)
 
 
-def ste(codes: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-    """Forward: `codes`, bit-exact. Backward: identity to `latent` (the straight-through estimator)."""
-    return codes + (latent - latent.detach())
-
-
 # --- quantizers: tensor -> (integer codes as float, scale); never differentiated -----------------
+# They run at every forward pass (a 1280 x 640 weight matrix per layer and training step), so the frequent ones
+# work in place and in float arithmetic: bool masks, torch.where and fresh temporaries cost more on CPU than the
+# arithmetic itself.
+
+def _at_least(a: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """1.0 where a >= threshold, else 0.0 (as float, computed in float arithmetic)."""
+    return (a - threshold).sign_().add_(1.0).clamp_(max=1.0)
+
 
 @torch.no_grad()
 def int8_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +57,7 @@ def int8_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     of shape (rows, 1). Dividing by the step (not multiplying by s_x) is what ONNX Runtime's QuantizeLinear does,
     so the deployed model computes the very same codes."""
     step = x.abs().amax(dim=-1, keepdim=True).clamp(min=EPS) / ACT_MAX
-    return torch.clamp(torch.round(x / step), -128, 127), step
+    return torch.round(x / step).clamp_(-128, 127), step
 
 
 @torch.no_grad()
@@ -67,15 +71,16 @@ def kbit_weights(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor
     if bits == 1:
         return torch.where(wc >= 0, 1.0, -1.0), torch.ones((), dtype=w.dtype)
     qmax = 2 ** (bits - 1) - 1
-    s = wc.abs().amax().clamp(min=EPS) / qmax
-    return torch.clamp(torch.round(wc / s), -qmax - 1, qmax), s
+    lo, hi = torch.aminmax(wc)  # max|wc| without an |wc| temporary
+    s = torch.maximum(-lo, hi).clamp(min=EPS) / qmax
+    return wc.div_(s).round_().clamp_(-qmax - 1, qmax), s
 
 
 @torch.no_grad()
 def ternary_activations(x: torch.Tensor, delta: float = 0.05) -> torch.Tensor:
     """Reference BitNet activations: sign(x), zero where |x| < delta * mean|x| of the row; no scale."""
-    thr = delta * x.abs().mean(dim=-1, keepdim=True)
-    return torch.where(x.abs() < thr, 0.0, torch.sign(x))
+    a = x.abs()
+    return torch.sign(x).mul_(_at_least(a, delta * a.mean(dim=-1, keepdim=True)))
 
 
 @torch.no_grad()
@@ -86,9 +91,11 @@ def ternary_weights(w: torch.Tensor, delta: float = 0.15) -> tuple[torch.Tensor,
     is the least-squares scale for those codes (the reference's closed form).
     """
     wc = w - w.mean(dim=1, keepdim=True)
-    code = torch.where(wc.abs() < delta * wc.abs().mean(dim=1, keepdim=True), 0.0, torch.sign(wc))
-    nz = code.abs()
-    alpha = (wc.abs() * nz).sum(dim=1) / nz.sum(dim=1).clamp(min=1.0)
+    a = wc.abs()
+    keep = _at_least(a, delta * a.mean(dim=1, keepdim=True))
+    code = wc.sign_().mul_(keep)
+    nonzero = torch.linalg.vector_norm(code, ord=1, dim=1)  # number of non-zero codes per row
+    alpha = a.mul_(keep).sum(dim=1) / nonzero.clamp(min=1.0)
     return code, alpha.clamp(min=EPS)
 
 
@@ -96,6 +103,77 @@ def ternary_weights(w: torch.Tensor, delta: float = 0.15) -> tuple[torch.Tensor,
 def binarize(x: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
     """Eq. 4's binarization with fixed threshold tau, as signs: +1 where x > tau, else -1."""
     return torch.where(x > tau, 1.0, -1.0)
+
+
+# --- the integer product and its straight-through gradient ---------------------------------------
+
+@functools.cache
+def int8_product_is_exact() -> bool:
+    """Whether `torch._int_mm` (int8 x int8 -> int32) exists here and is exact, checked once on full-range codes.
+
+    On CPU it is about 4x faster than the float32 product of the same codes. Some kernels (x86 without VNNI) may
+    saturate 16-bit partial sums; those would fail this check and the float product is used instead.
+    """
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (33, 1280), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (17, 1280), generator=gen, dtype=torch.int8)
+    a[0], a[1], b[0] = -128, 127, -128  # the extreme sums: +-128 * 128 * 1280
+    try:
+        got = torch._int_mm(a, b.t())
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    return torch.equal(got.double(), a.double() @ b.double().t())
+
+
+def codes_product(xc: torch.Tensor, wc: torch.Tensor, int8: bool) -> torch.Tensor:
+    """x_codes @ w_codes.T of integer-valued float codes, as float32. `int8`: both fit int8, so the exact int32
+    product runs where available. Either way the result is exact while the sums stay below 2^24 (every <= 4-bit
+    and ternary layer); beyond (extreme 8-bit rows) float32 rounds them where int32 does not."""
+    if int8 and len(xc) and int8_product_is_exact():
+        return torch._int_mm(xc.to(torch.int8), wc.to(torch.int8).t()).to(xc.dtype)
+    return F.linear(xc, wc)
+
+
+class _CodesLinear(torch.autograd.Function):
+    """y = (x_codes @ w_codes.T) * x_scale * w_scale, differentiated with the straight-through estimator.
+
+    The codes stand for x / x_scale and W / w_scale (scales per row of x; per layer or per output row of W), so
+    the STE gradients are those of the dequantized product: dL/dx = (g * w_scale) @ w_codes and
+    dL/dW = (g * x_scale).T @ x_codes. That is exactly what autograd gives for the reference's formulation,
+    `codes + (latent - latent.detach())` on x / x_scale and W / w_scale (W + (W_q - W).detach()), without its
+    weight-sized temporaries at every step. `x` and `weight` only receive the gradients; a scale of None is 1.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, xc, x_scale, wc, w_scale, int8: bool):
+        ctx.save_for_backward(xc, x_scale, wc, w_scale)
+        y = codes_product(xc, wc, int8)
+        scale = x_scale if w_scale is None else w_scale if x_scale is None else w_scale * x_scale
+        return y if scale is None else y * scale
+
+    @staticmethod
+    def backward(ctx, g):
+        xc, x_scale, wc, w_scale = ctx.saved_tensors
+        n, live = len(g), None
+        if n and not (mask := g.ne(0).any(1)).all():
+            # Rows whose gradient is 0 (an MoE expert's unrouted rows) add nothing to dW and get dx = 0: skip them.
+            live = mask.nonzero().squeeze(1)
+            g, xc = g[live], xc[live]
+            x_scale = x_scale[live] if x_scale is not None and x_scale.dim() else x_scale
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (g if w_scale is None else g * w_scale) @ wc
+            if live is not None:
+                grad_x = grad_x.new_zeros(n, grad_x.shape[1]).index_copy_(0, live, grad_x)
+        if ctx.needs_input_grad[1]:
+            grad_w = (g if x_scale is None else g * x_scale).t() @ xc
+        return grad_x, grad_w, None, None, None, None, None
+
+
+def codes_linear(x: torch.Tensor, weight: torch.Tensor, xc: torch.Tensor, x_scale: torch.Tensor | None,
+                 wc: torch.Tensor, w_scale: torch.Tensor | None, int8: bool) -> torch.Tensor:
+    """(xc @ wc.T) * x_scale * w_scale, with the straight-through gradient to `x` and `weight` (`_CodesLinear`)."""
+    return _CodesLinear.apply(x, weight, xc, x_scale, wc, w_scale, int8)
 
 
 # --- layers ------------------------------------------------------------------------------------
@@ -122,8 +200,7 @@ class BitLinear(nn.Linear):
         x = self.norm(x)
         xc, step = int8_activations(x)
         wc, sw = self.quantized_weight()
-        y = F.linear(ste(xc, x / step), ste(wc, self.weight / sw))
-        return y * (sw * step) + self.bias
+        return codes_linear(x, self.weight, xc, step, wc, sw, int8=self.bits <= 8) + self.bias
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bits={self.bits}"
@@ -150,8 +227,8 @@ class TernaryLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
         wc, alpha = self.quantized_weight()
-        y = F.linear(ste(ternary_activations(x, self.act_delta), x), ste(wc, self.weight / alpha[:, None]))
-        return y * alpha + self.bias
+        xc = ternary_activations(x, self.act_delta)
+        return codes_linear(x, self.weight, xc, None, wc, alpha, int8=True) + self.bias
 
 
 class PopcountLinear(nn.Module):
@@ -174,8 +251,8 @@ class PopcountLinear(nn.Module):
         return binarize(self.weight, self.tau)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(ste(binarize(x, self.tau), x), ste(self.quantized_weight(), self.weight))
-        return -0.5 * y
+        xc, wc = binarize(x, self.tau), self.quantized_weight()
+        return -0.5 * codes_linear(x, self.weight, xc, None, wc, None, int8=True)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, tau={self.tau}"

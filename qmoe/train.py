@@ -31,6 +31,11 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def _snapshot(model: nn.Module) -> dict:
+    """A copy of the model's state (tensors cloned; other entries deep-copied), to restore the best epoch."""
+    return {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in model.state_dict().items()}
+
+
 def fit(model: nn.Module, cfg: TrainConfig, X_fit: np.ndarray, y_fit: np.ndarray, X_val: np.ndarray,
         y_val: np.ndarray, n_classes: int, seed: int = 0, progress: bool = True, desc: str = "train") -> dict:
     """Train `model` in place (best validation epoch restored); return the training history."""
@@ -40,7 +45,8 @@ def fit(model: nn.Module, cfg: TrainConfig, X_fit: np.ndarray, y_fit: np.ndarray
     weight = class_weights(y_fit, n_classes) if cfg.class_weighted else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
     opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer]
-    opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one pass over each parameter instead of a dozen (the same update; 2-8x faster on CPU)
+    opt = opt_cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     aux = getattr(model, "auxiliary_loss", None)
 
     best = {"loss": float("inf"), "epoch": -1, "state": None}
@@ -69,7 +75,7 @@ def fit(model: nn.Module, cfg: TrainConfig, X_fit: np.ndarray, y_fit: np.ndarray
         history["train_loss"].append(total / len(Xf))
         history["val_loss"].append(val_loss)
         if val_loss < best["loss"]:
-            best = {"loss": val_loss, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+            best = {"loss": val_loss, "epoch": epoch, "state": _snapshot(model)}
         elif epoch - best["epoch"] >= cfg.patience:
             break
         bar.set_postfix(val_loss=f"{val_loss:.3f}", best=best["epoch"])
