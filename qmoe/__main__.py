@@ -37,17 +37,17 @@ def cmd_train(a):
     tasks = a.task or (["major"] if "major" in known else [known[0]])  # the paper's task where there is one
     if a.executor == "local" and a.address:
         raise QmoeError("--address is the address of a Ray cluster: use it with --executor ray")
-    if a.executor == "ray":
-        from .executors import grid_configs, run_configs
-
-        if a.export:
+    if a.export:  # the trained weights are needed here: this process trains, one fold after another
+        if a.executor == "ray":
             raise QmoeError("--export writes the trained weights, which stay on the worker: use --executor local")
-        records = run_configs(grid_configs(a.dataset, tasks, a.protocol, a.variant, a.folds, a.seeds,
-                                           selection=a.selection, backbone=a.backbone), executor="ray",
-                              address=a.address)
-    else:
         records = run_grid(a.dataset, tasks, a.protocol, a.variant, a.folds, a.seeds, selection=a.selection,
                            backbone=a.backbone, export_to=a.export)
+    else:  # every core (or the Ray cluster) works; this process writes the results
+        from .executors import grid_configs, run_configs
+
+        records = run_configs(grid_configs(a.dataset, tasks, a.protocol, a.variant, a.folds, a.seeds,
+                                           selection=a.selection, backbone=a.backbone), executor=a.executor,
+                              workers=a.workers, address=a.address)
     if a.export:
         print(f"exported {len(records)} ONNX models to {a.export}/ (one per fold: trained on the other folds)")
     df = pd.DataFrame(records)
@@ -215,6 +215,7 @@ def main(argv=None) -> int:
     s.add_argument("--seeds", type=_ints, default=[0])
     s.add_argument("--selection", default="validation", help="validation (default) | reported-fold (leaky)")
     s.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    s.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
     s.add_argument("--export", metavar="DIR", help="also write every fold's trained model as ONNX into DIR "
                    "(retrains cached runs: their weights are not cached)")
     _executor_args(s)
