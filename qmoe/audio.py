@@ -91,6 +91,9 @@ def load_audio(source, sr: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
                      channels=channels, trimmed=trimmed, source=name)
 
 
+WINDOW_SLACK_SECONDS = 0.01  # audio past a window's end that is only resampling's rounding, not another window
+
+
 def training_windows(clip, sr: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bring a decoded clip to the training conditions: 5 s windows at 44.1 kHz.
 
@@ -103,7 +106,9 @@ def training_windows(clip, sr: int | None = None) -> tuple[np.ndarray, np.ndarra
     * A longer clip is cut into 5 s windows starting every 2.5 s (`WINDOW_HOP_SECONDS`, 50 %
       overlap): starts 0, 2.5, 5, ... up to the first window that reaches the end of the clip;
       that last window, if partial, is padded with silence at the end (it still holds more than
-      2.5 s of the clip). So n = 1 + ceil((duration - 5 s) / 2.5 s), and every sample is in a window.
+      2.5 s of the clip). So n = 1 + ceil((duration - 5 s - 10 ms) / 2.5 s): every sample is in a window, except
+      up to 10 ms (`WINDOW_SLACK_SECONDS`) past the last window's end, which resampling rounds on (a 5 s clip at
+      48 kHz resampled by librosa is 5 s + 1 sample; it is one window, not two).
     """
     if isinstance(clip, AudioClip):
         samples, rate = clip.samples, clip.sr
@@ -118,7 +123,8 @@ def training_windows(clip, sr: int | None = None) -> tuple[np.ndarray, np.ndarra
         raise AudioError(f"Expected non-empty mono samples (1-D), got shape {samples.shape}; "
                          f"decode the file with load_audio first.")
     hop = int(round(WINDOW_HOP_SECONDS * SAMPLE_RATE))
-    n = 1 + max(0, -(-(len(samples) - WINDOW_SAMPLES) // hop))       # ceil division
+    slack = int(round(WINDOW_SLACK_SECONDS * SAMPLE_RATE))
+    n = 1 + max(0, -(-(len(samples) - WINDOW_SAMPLES - slack) // hop))       # ceil division
     starts = np.arange(n) * hop
     windows = np.zeros((n, WINDOW_SAMPLES), np.float32)
     for window, start in zip(windows, starts):

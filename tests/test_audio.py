@@ -224,7 +224,9 @@ def test_partial_last_window_is_padded_and_every_sample_is_covered():
     np.testing.assert_array_equal(starts, [0.0, 2.5])                  # 1 + ceil(2.3 / 2.5)
     np.testing.assert_array_equal(windows[1, : len(samples) - 110250], samples[110250:])
     assert (windows[1, len(samples) - 110250:] == 0).all()             # 0.2 s of silence
-    just_over = synthetic(5.0 + 1 / 44100, 44100)
+    rounding = synthetic(5.0 + 1 / 44100, 44100)                      # a 48 kHz 5 s clip resampled by librosa
+    assert training_windows(rounding, sr=44100)[0].shape == (1, 220500)
+    just_over = synthetic(5.0 + 442 / 44100, 44100)                    # 1 sample past the 10 ms slack
     assert training_windows(just_over, sr=44100)[0].shape == (2, 220500)
     exactly = synthetic(5.0, 44100)
     windows, _ = training_windows(exactly, sr=44100)

@@ -86,6 +86,22 @@ def test_upload_a_fold4_flac_and_see_prediction_and_expert(server, browser, shar
     print(f"predicted {predicted!r} by expert {expert!r}; screenshot {shot}")
 
 
+def test_a_20s_upload_shows_its_window_timeline(server, browser, shared_esc50, tmp_path):
+    """Four real fold-4 clips joined into 20 s at 48 kHz: 7 windows of 5 s every 2.5 s, drawn on a timeline."""
+    import librosa
+    import numpy as np
+    import soundfile as sf
+
+    names = ["4-119647-A-48.flac", "4-102844-A-49.flac", "4-167077-A-20.flac", "4-125070-A-19.flac"]
+    y = np.concatenate([sf.read(shared_esc50 / "audio" / n, dtype="float32")[0] for n in names])
+    long = tmp_path / "twenty-seconds-48k.wav"
+    sf.write(long, librosa.resample(y, orig_sr=44100, target_sr=48000), 48000, subtype="PCM_16")
+    page = _upload(browser, server, long)
+    page.get_by_text("7 windows of 5 s").wait_for(timeout=180_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(tmp_path / "classify-20s-timeline.png"), full_page=True)
+
+
 def test_a_bad_upload_shows_the_engine_error_and_the_app_lives_on(server, browser, shared_esc50, tmp_path):
     fake = tmp_path / "not-audio.wav"
     fake.write_text("hello, I am a text file")
