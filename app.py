@@ -24,26 +24,25 @@ def overview() -> None:
     if df.empty:
         st.warning("The result cache is empty. Run `python -m qmoe reproduce` (or `python -m qmoe train`).")
         st.stop()
-    esc = df[df["dataset"] == "esc50"]
+    found = ui.overview()
 
     st.subheader("Which of the paper's claims hold")
-    ledger = ui.cached_ledger(len(df))
-    st.plotly_chart(ui.verdicts_by_area(ledger), width="stretch")
+    st.plotly_chart(found["verdicts"], width="stretch")
     st.page_link(PAGES["Claims ledger"], label="Every claim, its value and test → Claims ledger", icon="📋")
 
     left, right = st.columns(2)
     with left:
         st.subheader("What bits cost in accuracy")
-        st.plotly_chart(ui.f1_against_bits(esc), width="stretch")
+        st.plotly_chart(found["bits"], width="stretch")
         st.page_link(PAGES["Bit-width"], label="Bit-width sweep →", icon="📉")
     with right:
         st.subheader("Does curiosity stabilise the MoE?")
-        st.plotly_chart(ui.fold_spread_across_seeds(esc), width="stretch")
+        st.plotly_chart(found["spread"], width="stretch")
         st.page_link(PAGES["Alpha sweep"], label="Alpha sweep →", icon="🎚️")
         st.page_link(PAGES["Significance"], label="Significance tests →", icon="🧪")
 
     st.subheader("Latency and energy of each variant on ONNX Runtime")
-    st.plotly_chart(ui.latency_and_energy(esc), width="stretch")
+    st.plotly_chart(found["cost"], width="stretch")
     st.page_link(PAGES["Efficiency"], label="Efficiency: latency spread, CO₂, deployment projection →", icon="⚡")
 
     st.subheader("Try it")
@@ -52,7 +51,7 @@ def overview() -> None:
     c2.page_link(PAGES["Routing explorer"], label="Routing explorer: every routing decision of a run", icon="🔀")
     c3.page_link(PAGES["Run experiment"], label="Run experiment: train and sweep from the browser", icon="🧮")
     with st.expander("Headline numbers (mean ± fold std; leak-free rows first)"):
-        head = ui.headline_table(df)
+        head = found["headline"]
         st.dataframe(head, hide_index=True, width="stretch")
         ui.csv_download(head, "qmoe-headline.csv")
     st.caption("Protocols: **predefined** = ESC-50's own folds (leak-free; early stopping on a validation split of "

@@ -1,12 +1,15 @@
-"""Classify a sound with a shipped model: waveform, spectrogram figure, top-5 classes, and for an
-MoE model the routing decision (which expert, why, how uncertain)."""
+"""Classify a sound with a shipped model: waveform, spectrogram figure, top-5 classes, the model's held-out
+scores to weigh the answer by, and for an MoE model the routing decision (which expert, why, how uncertain).
+
+Thin: the engine classifies (on ONNX Runtime; torch is loaded only for an MoE's routing record) and scores; the
+page draws. The ONNX download is made when clicked, not on every rerun."""
 import json
 
 import streamlit as st
 
 from qmoe import paths
 from qmoe.errors import QmoeError
-from qmoe.inference import AGGREGATION, classify, onnx_file, shipped_models
+from qmoe.inference import AGGREGATION, classify, describe_scores, model_scores, onnx_file, shipped_models
 from qmoe.ui import probability_bars, show_routing_decision, trained_model, waveform_figure, window_timeline
 
 st.set_page_config(page_title="qmoe · Classify", page_icon="🎧", layout="wide")
@@ -17,7 +20,8 @@ if not models:
     st.error("No shipped model in data/models. Create them with `python -m qmoe ship`.")
     st.stop()
 model_name = st.selectbox("Model (trained on ESC-50 folds 1, 2, 3, 5; runs on ONNX Runtime)", list(models))
-st.download_button("Download this model as ONNX", onnx_file(str(models[model_name])),
+model_path = str(models[model_name])
+st.download_button("Download this model as ONNX", lambda: onnx_file(model_path),
                    file_name=models[model_name].stem + ".onnx", mime="application/octet-stream",
                    help="What a device runs: the quantized layers at their bit-width, one clip per call; input: the "
                         "backbone embedding of the spectrogram figure (z-scored inside); output: class logits. "
@@ -48,7 +52,6 @@ else:
 if source is None:
     st.stop()
 
-tm = trained_model(str(models[model_name]))  # loaded once per process
 try:
     with st.spinner("Decoding, rendering, embedding..."):
         pred = classify(source, models[model_name])
@@ -66,13 +69,22 @@ st.audio(clip.samples, sample_rate=clip.sr)
 left, right = st.columns(2)
 with left:
     st.markdown(f"**Prediction: {pred.label}** ({pred.probs.max():.0%})")
+    scores = model_scores(model_path)
+    held = scores["held_out"]
+    if held is not None:  # how far to trust the answer: this model on clips it never saw
+        where = (f"{scores['dataset']} fold {held['fold']} ({held['n_test']} clips, unseen in training; "
+                 f"{scores['protocol']} folds, seed {scores['seed']})")
+        m1, m2 = st.columns(2)
+        m1.metric("Held-out macro-F1", f"{held['f1_macro']:.3f}", help=f"This model's macro-F1 on {where}.")
+        m2.metric("Held-out accuracy", f"{held['accuracy']:.3f}", help=f"This model's accuracy on {where}.")
+    st.caption(describe_scores(scores))
     st.plotly_chart(probability_bars(pred.top(5), "Top-5 classes"), width="stretch")
 shown = pred.shown
 if len(pred.windows) > 1:
     st.subheader(f"{len(pred.windows)} windows of 5 s")
     st.caption(f"The models learned from 5 s clips at 44.1 kHz, so the clip is classified in 5 s windows every 2.5 s "
                f"(the last one padded with silence); its answer is the {AGGREGATION}.")
-    expert_names = list(tm.model.expert_names) if pred.routing is not None else None
+    expert_names = list(trained_model(model_path).model.expert_names) if pred.routing is not None else None
     st.plotly_chart(window_timeline(pred.timeline(), expert_names), width="stretch")
     starts = [w.start_s for w in pred.windows]
     pick = st.select_slider("Window shown below (figure and routing)", options=starts, value=shown.start_s,
@@ -87,4 +99,4 @@ st.caption(" · ".join(f"{k} {v:.0f} ms" for k, v in pred.timings_ms.items())
              f"classified at {clip.sr} Hz on ONNX Runtime")
 
 if shown.routing is not None:
-    show_routing_decision(shown, tm)
+    show_routing_decision(shown, trained_model(model_path))  # the engine model: loaded once per process

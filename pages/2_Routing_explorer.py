@@ -1,6 +1,6 @@
 """Routing explorer: the per-sample routing records of a cached MoE run, filtered; the Figure 2 view."""
 import pandas as pd
-import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from qmoe.explain import confidence_by_expert, explain, filter_routing, routing_table, sample_routing
@@ -11,6 +11,22 @@ from qmoe.ui import (csv_download, leak_free_first, paper_dataset_first, paper_t
 from qmoe.variants import list_variants
 
 MOE_NAMES = set(list_variants("moe"))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def samples(keys: tuple[str, ...], folds: tuple[int, ...]) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
+    """(every test sample of these runs, experts, classes, each sample's label for the picker): cached runs never
+    change, and building the table and thousands of labels on each rerun took a second."""
+    tables = []
+    for key, fold in zip(keys, folds):
+        rec = run_record(key)
+        t = routing_table(run_arrays(key), rec["expert_names"], rec["class_names"])
+        t.insert(0, "fold", fold)
+        tables.append(t)
+    table = pd.concat(tables, ignore_index=True)
+    labels = [f"fold {f} · #{n} · {t} -> {p} via {e}" for f, n, t, p, e in
+              zip(table["fold"], table["sample"], table["true_class"], table["predicted"], table["expert"])]
+    return table, rec["expert_names"], rec["class_names"], labels
 
 st.set_page_config(page_title="qmoe · Routing explorer", page_icon="🎧", layout="wide")
 st.title("Routing explorer")
@@ -55,14 +71,7 @@ with cached_tab:
     fold = c[4].selectbox("Fold", ["all cached folds"] + folds)
     chosen_runs = moe if fold == "all cached folds" else moe[moe.fold == fold]
 
-    tables = []
-    for _, row in chosen_runs.iterrows():
-        rec = run_record(row.key)
-        t = routing_table(run_arrays(row.key), rec["expert_names"], rec["class_names"])
-        t.insert(0, "fold", int(row.fold))
-        tables.append(t)
-    table = pd.concat(tables, ignore_index=True)
-    experts, classes = rec["expert_names"], rec["class_names"]
+    table, experts, classes, labels = samples(tuple(chosen_runs.key), tuple(int(f) for f in chosen_runs.fold))
     st.caption(f"{dataset} / task {task} / protocol {protocol} / {variant} / seed {int(chosen_runs.seed.iloc[0])} · "
                f"{len(chosen_runs)} fold(s), {len(table)} test samples · cached runs")
 
@@ -80,9 +89,9 @@ with cached_tab:
     summary, test = confidence_by_expert(table, experts, measure)
     left, right = st.columns([3, 2])
     with left:
-        fig = px.box(table, x="expert", y=measure, color="expert", points="outliers",
-                     category_orders={"expert": experts}, height=380)
-        fig.update_layout(showlegend=False, margin=dict(l=10, r=10, t=10, b=10),
+        fig = go.Figure([go.Box(y=table.loc[table.expert == e, measure], name=e, boxpoints="outliers")
+                         for e in experts])
+        fig.update_layout(showlegend=False, height=380, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="expert",
                           yaxis_title={"confidence": "MoE output confidence"}.get(measure, "expert's own confidence"))
         st.plotly_chart(fig, width="stretch")
     with right:
@@ -106,9 +115,7 @@ with cached_tab:
     if shown.empty:
         st.info("No sample matches the filters.")
         st.stop()
-    row_id = st.selectbox("Sample", shown.index, format_func=lambda i: (
-        f"fold {table.fold[i]} · #{table['sample'][i]} · {table.true_class[i]} -> {table.predicted[i]} "
-        f"via {table.expert[i]}"))
+    row_id = st.selectbox("Sample", shown.index, format_func=labels.__getitem__)
     r = table.loc[row_id]
     sample_key = chosen_runs[chosen_runs.fold == r.fold].key.iloc[0]
     why = explain(sample_routing(run_arrays(sample_key), int(r["sample"])), experts, classes,

@@ -3,8 +3,8 @@ import qmoe  # noqa: F401  (first: fixes thread counts)
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe.analysis import BIT_SWEEP, bitwidth_table
-from qmoe.ui import RUNTIME_LABELS, csv_download, pick_slice, results, runtime_picker
+from qmoe.analysis import BIT_SWEEP
+from qmoe.ui import RUNTIME_LABELS, csv_download, pick_slice, results, runtime_picker, slice_table
 
 st.set_page_config(page_title="qmoe · Bit-width", page_icon="🎧", layout="wide")
 st.title("Bit-width sweep")
@@ -20,7 +20,7 @@ df = results(runtime)
 df, dataset, task, protocol = pick_slice(df, c0, c1, c2)
 err = c4.radio("Latency error bars", ["per-sample std (within a run)", "std of the fold means"])
 
-table = bitwidth_table(df, task, protocol)
+table = slice_table("bitwidth_table", dataset, task, protocol, runtime)
 if table.empty:
     st.info(f"No single-model runs cached for {task} / {protocol} yet: "
             f"`python -m qmoe train --task {task} --protocol {protocol} --variant Q4-Base ...`")
@@ -38,7 +38,10 @@ st.dataframe(show, hide_index=True, width="stretch")
 csv_download(show, f"qmoe-bitwidth-{task}-{protocol}-{runtime}.csv")
 
 
-def scatter(y, yerr=None, title="", log=False):
+@st.cache_resource(show_spinner=False, max_entries=64)
+def scatter(table, y, yerr=None, title="", log=False):
+    """One panel of the sweep, built once per table and shared read-only: plotly's checks of a new figure cost
+    a tenth of a second each, on every rerun."""
     sweep = table[table["variant"].isin(BIT_SWEEP)].sort_values("bits")
     other = table[~table["variant"].isin(BIT_SWEEP)]
     fig = go.Figure()
@@ -54,12 +57,12 @@ def scatter(y, yerr=None, title="", log=False):
 
 
 left, right = st.columns(2)
-left.plotly_chart(scatter("f1_mean", "f1_std", "Macro-F1 (± fold std)"), width="stretch")
-right.plotly_chart(scatter("model_bytes", title="Packed model bytes", log=True), width="stretch")
+left.plotly_chart(scatter(table, "f1_mean", "f1_std", "Macro-F1 (± fold std)"), width="stretch")
+right.plotly_chart(scatter(table, "model_bytes", title="Packed model bytes", log=True), width="stretch")
 lat_err = "latency_ms_std" if err.startswith("per-sample") else "latency_ms_fold_std"
-left.plotly_chart(scatter("latency_ms_mean", lat_err, f"Per-sample latency on {RUNTIME_LABELS[runtime]}, ms (± {err})"),
-                  width="stretch")
-right.plotly_chart(scatter("energy_mj", title="Energy per inference, mJ (codecarbon estimate)"), width="stretch")
+left.plotly_chart(scatter(table, "latency_ms_mean", lat_err,
+                          f"Per-sample latency on {RUNTIME_LABELS[runtime]}, ms (± {err})"), width="stretch")
+right.plotly_chart(scatter(table, "energy_mj", title="Energy per inference, mJ (codecarbon estimate)"), width="stretch")
 method = table["energy_method"].dropna()
 if not method.empty:
     st.caption(f"Energy is codecarbon's estimate, not a measurement: {method.iloc[0]}")

@@ -4,10 +4,9 @@ import qmoe  # noqa: F401  (first: fixes thread counts)
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe.analysis import deployment_table, efficiency_table, latency_variance
+from qmoe.analysis import deployment_table
 from qmoe.energy import PAPER_G_PER_KWH
-from qmoe.store import ResultStore
-from qmoe.ui import RUNTIME_LABELS, csv_download, pick_slice, results, runtime_picker
+from qmoe.ui import RUNTIME_LABELS, csv_download, pick_slice, results, runtime_picker, slice_table
 
 st.set_page_config(page_title="qmoe · Efficiency", page_icon="🎧", layout="wide")
 st.title("Efficiency: latency, energy, CO₂")
@@ -17,7 +16,7 @@ runtime = runtime_picker(c3)
 df = results(runtime)
 df, dataset, task, protocol = pick_slice(df, c0, c1, c2)
 
-eff = efficiency_table(df, task, protocol)
+eff = slice_table("efficiency_table", dataset, task, protocol, runtime)
 st.subheader(f"Every variant — {dataset} / {task} / {protocol} on {RUNTIME_LABELS[runtime]} "
              "(mean over cached folds, seed 0)")
 if eff["latency_ms_mean"].isna().all():
@@ -36,24 +35,34 @@ if load == load:  # recorded
                "`python -m qmoe reproduce --retime --workers 1` (it retrains, checks the predictions are unchanged "
                "and replaces only what was measured).")
 
-order = eff.sort_values("latency_ms_mean")
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def bars(eff) -> tuple[go.Figure, go.Figure]:
+    """Latency, and energy with CO₂, per variant: built once per table and shared read-only (plotly's checks of
+    a new figure cost a tenth of a second each, on every rerun)."""
+    order = eff.sort_values("latency_ms_mean")
+    latency = go.Figure(go.Bar(x=order["variant"], y=order["latency_ms_mean"],
+                               error_y=dict(type="data", array=order["latency_ms_std"].fillna(0)),
+                               marker_color=["#636efa" if f == "single" else "#ef553b" for f in order["family"]]))
+    latency.update_layout(title="Per-sample latency, ms (± per-sample std); red = MoE", height=380,
+                          margin=dict(l=10, r=10, t=40, b=10))
+    energy = go.Figure([go.Bar(name="energy (mJ)", x=order["variant"], y=order["energy_mj"]),
+                        go.Bar(name="CO₂ (µg)", x=order["variant"], y=order["co2_ug"])])
+    energy.update_layout(title="Per inference: energy (mJ) and CO₂ (µg)", height=380, barmode="group",
+                         margin=dict(l=10, r=10, t=40, b=10))
+    return latency, energy
+
+
 left, right = st.columns(2)
-fig = go.Figure(go.Bar(x=order["variant"], y=order["latency_ms_mean"],
-                       error_y=dict(type="data", array=order["latency_ms_std"].fillna(0)),
-                       marker_color=["#636efa" if f == "single" else "#ef553b" for f in order["family"]]))
-fig.update_layout(title="Per-sample latency, ms (± per-sample std); red = MoE", height=380,
-                  margin=dict(l=10, r=10, t=40, b=10))
-left.plotly_chart(fig, width="stretch")
-fig = go.Figure([go.Bar(name="energy (mJ)", x=order["variant"], y=order["energy_mj"]),
-                 go.Bar(name="CO₂ (µg)", x=order["variant"], y=order["co2_ug"])])
-fig.update_layout(title="Per inference: energy (mJ) and CO₂ (µg)", height=380, barmode="group",
-                  margin=dict(l=10, r=10, t=40, b=10))
-right.plotly_chart(fig, width="stretch")
+latency, energy = bars(eff)
+left.plotly_chart(latency, width="stretch")
+right.plotly_chart(energy, width="stretch")
 
 st.subheader("Latency spread: MoE vs MoE-C (Eq. 9)")
 st.markdown("Per-sample latency of every timed call, pooled over the 5 folds; Levene's test (median-centred) on "
             "those calls. The paper's figure (230 → 29 ms std) is the fold-to-fold std of a validation phase's duration.")
-lv = latency_variance(ResultStore(), df, task, protocol)
+lv = slice_table("latency_variance", dataset, task, protocol, runtime)
 if lv.empty:
     st.info("No MoE / MoE-C pair has all 5 folds cached for this task and protocol yet "
             "(stage 'MoE (predefined, major)' of `python -m qmoe reproduce`).")

@@ -4,9 +4,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe.analysis import CONFIDENCE_VARIANT, Missing, routing_confidence, significance_table
+from qmoe.analysis import CONFIDENCE_VARIANT, Missing, routing_confidence
 from qmoe.store import ResultStore
-from qmoe.ui import csv_download, pick_slice, results
+from qmoe.ui import csv_download, pick_slice, results, slice_table, store_state
 
 st.set_page_config(page_title="qmoe · Significance", page_icon="🎧", layout="wide")
 st.title("Significance tests")
@@ -20,8 +20,25 @@ c0, c1, c2, c3 = st.columns(4)
 df, dataset, task, protocol = pick_slice(df, c0, c1, c2)
 level = c3.slider("Significance level", 0.001, 0.10, 0.05, step=0.001, format="%.3f")
 
-store = ResultStore()
-table, missing = significance_table(df, store, task, protocol)
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def figure2(dataset: str, task: str, protocol: str, state: tuple):
+    """(Figure 2's test or why it cannot run, every pooled sample's confidence and routed expert): reading the
+    five runs' arrays takes a second, so once per store state."""
+    store, df = ResultStore(), results()
+    df = df[df["dataset"] == dataset]
+    try:
+        c = routing_confidence(store, df, task, protocol)
+    except Missing as e:
+        return str(e), None, None
+    sel = df[(df["task"] == task) & (df["protocol"] == protocol) & (df["variant"] == CONFIDENCE_VARIANT)
+             & (df["seed"] == 0) & (df["options"] == "")]
+    arrays = [store.arrays(key) for key in sel["key"]]
+    return (c, np.concatenate([a["routing__confidence"].ravel() for a in arrays]),
+            np.concatenate([a["routing__chosen_expert"].ravel() for a in arrays]))
+
+
+table, missing = slice_table("significance_table", dataset, task, protocol)
 if table.empty:
     st.info("No comparison has all its runs cached yet.")
 else:
@@ -33,24 +50,14 @@ else:
     csv_download(table, f"qmoe-significance-{task}-{protocol}.csv")
 
 if missing:
-    with st.expander(f"{len({str(m) for m in missing})} comparisons wait for runs"):
-        for m in dict.fromkeys(str(m) for m in missing):
-            st.markdown(f"- {m}")
+    with st.expander(f"{len(missing)} comparisons wait for runs"):
+        st.markdown("\n".join(f"- {m}" for m in missing))
 
 st.subheader("Figure 2: confidence by routed expert")
-try:
-    c = routing_confidence(store, df, task, protocol)
-except Missing as e:
-    st.info(str(e))
+c, conf, chosen = figure2(dataset, task, protocol, store_state())
+if isinstance(c, str):
+    st.info(c)
 else:
-    arr_conf, arr_chosen = [], []
-    sel = df[(df["task"] == task) & (df["protocol"] == protocol) & (df["variant"] == CONFIDENCE_VARIANT)
-             & (df["seed"] == 0) & (df["options"] == "")]
-    for key in sel["key"]:
-        a = store.arrays(key)
-        arr_conf.append(a["routing__confidence"].ravel())
-        arr_chosen.append(a["routing__chosen_expert"].ravel())
-    conf, chosen = np.concatenate(arr_conf), np.concatenate(arr_chosen)
     fig = go.Figure([go.Box(y=conf[chosen == i], name=f"{n} ({c['shares'][n]:.0%})")
                      for i, n in enumerate(c["expert_names"]) if np.any(chosen == i)])
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), yaxis_title="confidence (top class prob.)",

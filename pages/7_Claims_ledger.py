@@ -3,7 +3,7 @@ import qmoe  # noqa: F401  (first: fixes thread counts)
 import streamlit as st
 
 from qmoe.claims import FAILS, HOLDS, NOT_RUN, UNTESTABLE
-from qmoe.ui import cached_ledger, csv_download, results
+from qmoe.ui import cached_ledger, csv_download
 
 st.set_page_config(page_title="qmoe · Claims ledger", page_icon="🎧", layout="wide")
 st.title("Claims ledger")
@@ -16,8 +16,7 @@ st.markdown("One row per numeric claim of the paper (abstract, Sec. 5, Tables 2�
             "by `python -m qmoe claims` to `results/claims.csv`.")
 
 
-df = results("onnxruntime")
-table = cached_ledger(len(df))
+table = cached_ledger()
 counts = table["verdict"].value_counts()
 cols = st.columns(4)
 for col, v in zip(cols, (HOLDS, FAILS, NOT_RUN, UNTESTABLE)):

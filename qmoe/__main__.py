@@ -116,17 +116,62 @@ def cmd_ship(a):
 
 
 def cmd_classify(a):
-    from .inference import classify, shipped_models
+    """Classify files and folders in one process: per file its answer (and per-window timeline), a progress bar
+    for many, `--csv` one row per file; a file that fails gets its error and the others go on."""
+    import csv
+    from pathlib import Path
+
+    from .inference import audio_files, classify, describe_scores, model_scores, shipped_models
 
     models = shipped_models()
-    path = models.get(a.model) or a.model
-    for f in a.files:
-        p = classify(f, path)
+    path = models.get(a.model) or Path(a.model)
+    if not Path(path).exists():
+        known = "\n  ".join(models)
+        raise QmoeError(f"no trained model {a.model!r}: give a shipped model name or a checkpoint path; shipped:\n  {known}")
+    files = audio_files(a.files)
+    if not files:
+        raise QmoeError(f"no audio files in {' '.join(a.files)}")
+    to_stdout = a.csv == "-"
+    say = (lambda text: print(text, file=sys.stderr)) if to_stdout else print  # stdout stays pure CSV
+    say(f"model {a.model}: {describe_scores(model_scores(str(path)))}")
+    rows, failed = [], 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(files, desc="classify", unit="file", disable=len(files) < 2)
+    for f in bar:
+        try:
+            p = classify(f, path)
+        except Exception as e:  # one bad file must not stop the others: its error goes in its row
+            failed += 1
+            msg = str(e) if isinstance(e, QmoeError) else f"unexpected {type(e).__name__}: {e}"
+            bar.write(f"{f}: error: {msg}", file=sys.stderr)
+            rows.append({"file": str(f), "label": "", "confidence": "", "model": a.model, "windows": "", "error": msg})
+            continue
+        rows.append({"file": str(f), "label": p.label, "confidence": f"{p.probs.max():.4f}", "model": a.model,
+                     "windows": len(p.windows), "error": ""})
+        if to_stdout:
+            continue
         top = ", ".join(f"{n} {pr:.2f}" for n, pr in p.top(5))
-        print(f"{f}: {p.label}  [{top}]")
+        lines = [f"{f}: {p.label}  [{top}]"]
         if len(p.windows) > 1:  # the timeline: one line per 5 s window (the answer above is their mean)
-            for w in p.timeline():
-                print(f"  {w['start_s']:5.1f}-{w['end_s']:5.1f} s  {w['label']} {w['probability']:.2f}")
+            lines += [f"  {w['start_s']:5.1f}-{w['end_s']:5.1f} s  {w['label']} {w['probability']:.2f}"
+                      for w in p.timeline()]
+        bar.write("\n".join(lines))
+    bar.close()
+    if a.csv:
+        out = sys.stdout if to_stdout else open(a.csv, "w", newline="")
+        try:
+            writer = csv.DictWriter(out, fieldnames=["file", "label", "confidence", "model", "windows", "error"])
+            writer.writeheader()
+            writer.writerows(rows)
+        finally:
+            if not to_stdout:
+                out.close()
+        if not to_stdout:
+            print(f"wrote {a.csv}: {len(rows)} rows")
+    if failed and len(files) > 1:
+        print(f"{failed} of {len(files)} files could not be classified", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def cmd_reproduce(a):
@@ -158,6 +203,50 @@ def cmd_reproduce(a):
                  "stages": {k: {"runs": r, "wall_s": round(t)} for k, (r, t) in stage_times.items()}}
         with open(paths.RESULTS_DIR / "reproduce-log.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
+
+
+def _flat_ints(values) -> list[int] | None:
+    """`--folds 1 2` and `--folds 1,2` alike (each token parsed by `_ints`)."""
+    return None if values is None else [i for v in values for i in v]
+
+
+def _yes_no(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+    return text == "yes"
+
+
+def cmd_sweep(a):
+    """A sweep (qmoe.sweep) on every core: its points, their mean over folds, and how long it took."""
+    from .sweep import DEFAULT_VARIANT, DEFAULT_WORKERS, Sweep, run_sweep, summary
+
+    moe = {k: v for k, v in (("temperature", a.T), ("top_k", a.top_k), ("mc_samples", a.mc), ("bayesian", a.bayesian),
+                             ("curiosity_mode", a.curiosity), ("curiosity_in_training", a.in_training)) if v}
+    experts = [[e.strip() for e in s.split(",") if e.strip()] for s in a.experts or []]
+    variants = a.bases or ([DEFAULT_VARIANT] if (a.alpha or moe) and not experts else [])
+    sweep = Sweep(variants, alphas=a.alpha or (), bits=a.bits or (), experts=experts, moe=moe, dataset=a.dataset,
+                  tasks=a.task or ["major"], protocols=a.protocol or ["predefined"], folds=_flat_ints(a.folds),
+                  seeds=_flat_ints(a.seeds) or [0], selection=a.selection, backbone=a.backbone)
+    workers = a.workers or (DEFAULT_WORKERS if a.executor == "local" else None)
+    print(f"sweep {sweep.describe()}: {len(sweep.points())} runs, {a.executor} executor"
+          + (f", {workers} workers" if workers else ""))
+    t0 = time.perf_counter()
+    try:
+        df = run_sweep(sweep, executor=a.executor, workers=workers, address=a.address)
+    except KeyboardInterrupt:
+        print("interrupted: the runs that finished are cached (each whole); run the same sweep again to go on",
+              file=sys.stderr)
+        return 130
+    wall = time.perf_counter() - t0
+    cols = [c for c in ("variant", "options", "task", "protocol", "fold", "seed", "bits", "alpha", "f1_macro",
+                        "accuracy", "model_bytes", "latency_ms_mean", "new") if df[c].notna().any()]
+    print(df[cols].to_string(index=False, float_format="%.4g"))
+    print()
+    table = summary(df).drop(columns=["base"])
+    print(table.loc[:, table.notna().any() | (table.columns == "options")].to_string(index=False, float_format="%.4g"))
+    new = int(df["new"].sum())
+    print(f"\n{new} run(s) computed, {len(df) - new} read back from the cache, in {wall:.0f} s wall time "
+          f"({a.executor} executor{f', {workers} workers' if workers else ''})")
 
 
 def cmd_data(a):
@@ -242,9 +331,11 @@ def main(argv=None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_ship)
 
-    s = sub.add_parser("classify", help="classify audio files with a shipped model")
-    s.add_argument("files", nargs="+")
+    s = sub.add_parser("classify", help="classify audio files (or folders of them) with a shipped model")
+    s.add_argument("files", nargs="+", metavar="PATH", help="audio file, or folder (its audio files, recursively)")
     s.add_argument("--model", default="esc50 / major / FP32-Base")
+    s.add_argument("--csv", metavar="FILE", help="also write one row per file (file, label, confidence, model, "
+                   "windows, error) to FILE; '-' for stdout (then the CSV only)")
     s.set_defaults(fn=cmd_classify)
 
     s = sub.add_parser("reproduce", help="run the whole ESC-50 grid (resumable; finished runs are skipped)")
@@ -259,6 +350,32 @@ def main(argv=None) -> int:
                         "predictions must match the cached ones exactly")
     _executor_args(s)
     s.set_defaults(fn=cmd_reproduce)
+
+    s = sub.add_parser("sweep", help="sweep alpha / bit-width / MoE options / expert sets over folds and seeds, on "
+                       "every core (cached points are read back)")
+    s.add_argument("--variant", action="append", dest="bases", help="a base variant (repeatable): a paper MoE such as "
+                   "BitNet-Q4/8-QMoE-C (the default with --alpha), a single model, Q<k>-Base, or MoE(... | ...)")
+    s.add_argument("--alpha", type=float, nargs="+", help="curiosity strengths, e.g. --alpha 0.05 0.5 0.7")
+    s.add_argument("--bits", type=int, nargs="+", help="BitLinear widths: Q<k>-Base for each, e.g. --bits 3 5 6")
+    s.add_argument("--experts", action="append", help="an expert set, comma-separated (repeatable): an MoE of them, "
+                   "the paper's MoE-C recipe unless the options below say otherwise")
+    s.add_argument("--T", type=float, nargs="+", help="routing temperatures")
+    s.add_argument("--top-k", type=int, nargs="+", help="experts per sample")
+    s.add_argument("--mc", type=int, nargs="+", help="Monte Carlo dropout passes of the Bayesian router")
+    s.add_argument("--bayesian", type=_yes_no, nargs="+", help="yes / no: route on the MC-dropout mean")
+    s.add_argument("--curiosity", nargs="+", help="paper | reference-main | reference-rebuttal")
+    s.add_argument("--in-training", type=_yes_no, nargs="+", help="yes / no: curiosity applied in training too")
+    s.add_argument("--dataset", default="esc50")
+    s.add_argument("--task", action="append", help="major (default) | class | reference-categories")
+    s.add_argument("--protocol", action="append", help="predefined (default) | paper")
+    s.add_argument("--folds", type=_ints, nargs="+", help="e.g. 1 2 or 1,2 (default: all)")
+    s.add_argument("--seeds", type=_ints, nargs="+", help="e.g. 0 1 2 (default: 0)")
+    s.add_argument("--selection", default="validation", help="validation (default) | reported-fold (leaky)")
+    s.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    s.add_argument("--workers", type=int, default=None, help="parallel processes (default: 2), or CPUs of the "
+                   "local Ray instance")
+    _executor_args(s)
+    s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("claims", help="hold the paper's claims against the cache; writes results/claims.csv")
     s.add_argument("rest", nargs=argparse.REMAINDER, help="[--csv] [--out PATH]")

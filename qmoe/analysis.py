@@ -73,23 +73,28 @@ def select(df: pd.DataFrame, task: str | None = None, protocol: str | None = Non
 
     Callers hand in one dataset's rows (the pages' dataset picker, the ledger's ESC-50 filter); `dataset`
     narrows further when a frame mixes several."""
-    m = (df["options"].fillna("") == options) & (df["selection"] == selection)
-    if dataset is not None:
-        m &= df["dataset"] == dataset
-    if task is not None:
-        m &= df["task"] == task
-    if protocol is not None:
-        m &= df["protocol"] == protocol
-    if seed is not None:
-        m &= df["seed"] == seed
-    return df[m]
+    return df[_mask(df, task, protocol, seed, options, selection, dataset)]
+
+
+def _mask(df: pd.DataFrame, task=None, protocol=None, seed=0, options: str = "", selection: str = "validation",
+          dataset=None, variant=None) -> np.ndarray:
+    """`select`'s rows (and `variant`'s) as a boolean array: the ledger asks hundreds of times, and taking a few
+    columns of the matching rows costs a fraction of taking all of them."""
+    m = (df["options"].fillna("") == options).to_numpy() & (df["selection"] == selection).to_numpy()
+    for column, value in (("dataset", dataset), ("task", task), ("protocol", protocol), ("seed", seed),
+                          ("variant", variant)):
+        if value is not None:
+            m &= (df[column] == value).to_numpy()
+    return m
 
 
 def fold_values(df: pd.DataFrame, variant: str, task: str, protocol: str, metric: str = "f1_macro", seed: int = 0,
                 folds=FOLDS) -> pd.Series:
     """One value per fold (index: fold) of one configuration; `Missing` unless every fold is cached."""
-    sel = select(df, task, protocol, seed)
-    s = sel[sel["variant"] == variant].drop_duplicates("fold").set_index("fold")[metric].sort_index()
+    m = _mask(df, task, protocol, seed, variant=variant)
+    fold, value = df["fold"].to_numpy()[m], df[metric].to_numpy()[m]
+    fold, first = np.unique(fold, return_index=True)  # each fold once (its first row), in fold order
+    s = pd.Series(value[first], index=pd.Index(fold, name="fold"), name=metric)
     s = s[s.index.isin(folds)]
     if len(s) < len(folds) or s.isna().any():
         raise Missing(f"{variant} ({task}, {protocol}, seed {seed}): {int(s.notna().sum())}/{len(folds)} folds",
@@ -114,8 +119,7 @@ def seed_matrix(df: pd.DataFrame, variant: str, task: str, protocol: str, seeds,
 
 def seeds_available(df: pd.DataFrame, variant: str, task: str, protocol: str, folds=FOLDS) -> list[int]:
     """Seeds for which every fold of `variant` is cached."""
-    sel = select(df, task, protocol, seed=None)
-    sel = sel[sel["variant"] == variant]
+    sel = df.loc[_mask(df, task, protocol, seed=None, variant=variant), ["seed", "fold"]]
     counts = sel.groupby("seed")["fold"].nunique()
     return sorted(int(s) for s, n in counts.items() if n >= len(folds))
 

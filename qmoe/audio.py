@@ -12,7 +12,18 @@ ffmpeg fallback). ``load_audio(..., sr=22050)`` still serves recipes at that rat
 (every ESC-50 clip is 5 s; shorter ones were padded with digital silence).
 
 Every way an upload can be unusable ends in an ``AudioError`` whose message says what is wrong
-and what to do, so the app can show it as is.
+and what to do, so the app can show it as is. `load_array` gives samples already in memory the same
+checks. What is accepted (README, "Audio input"):
+
+* native rates of 2 kHz to 768 kHz (`MIN_SAMPLE_RATE`, `MAX_SAMPLE_RATE`): from sensor and telephone
+  recordings to the fastest audio converters; anything else is no microphone's recording;
+* a clip with sound in it: not silent (peak below -80 dBFS) and not DC only (a constant offset whose
+  swing is below -80 dBFS), because the figure of either is noise the model still answers;
+* finite samples within +-1e12 (`MAX_PEAK`), so down-mixing, resampling and the figure stay finite;
+* 0.1 s to `max_seconds` (60 s; longer is trimmed and flagged, or refused). Decoding streams the
+  file in blocks and stops after `max_seconds`, so memory stays near 8 bytes per native-rate frame
+  of `max_seconds` (under 400 MB at 768 kHz) whatever the channels, the real length or what the
+  header claims; `max_seconds` may be 1 to 120 s, and files over 50 MB are refused unread.
 """
 from __future__ import annotations
 
@@ -38,6 +49,12 @@ MAX_BYTES = 50_000_000         # checked before decoding: 60 s of 48 kHz stereo 
 SILENCE_PEAK = 1e-4            # peak |sample| below this (-80 dBFS) counts as silent;
                                # the quietest ESC-50 fold-4 clip peaks at 0.022 (-33 dBFS)
 MP3_FRAME_TOLERANCE = 0.01     # libsndfile's MP3 frame count can be an estimate
+MIN_SAMPLE_RATE = 2_000        # native rates accepted: below telephony's 8 kHz for sensor recorders,
+MAX_SAMPLE_RATE = 768_000      # up to the fastest audio converters
+MAX_PEAK = 1e12                # |sample| above this is no recording (full scale is 1; floats holding
+                               # int32 values reach 2.1e9); below it everything downstream stays finite
+MAX_SECONDS_LIMIT = 120.0      # max_seconds may be raised this far: it bounds decoding's memory
+DECODE_BLOCK_SAMPLES = 1 << 20 # decoding reads blocks of this many samples (all channels together)
 FORMATS_HINT = "wav, flac, ogg or mp3"
 
 
@@ -62,33 +79,144 @@ def load_audio(source, sr: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
     recipe's; ESC-50 clips are natively 44.1 kHz and pass unchanged); `training_windows` then cuts
     or pads them to the 5 s of a training figure.
 
-    Raises AudioError for empty, oversized, non-audio, truncated/corrupt, sample-less,
-    NaN/inf, silent, too short, or (with ``on_long="refuse"``) too long input.
+    Raises AudioError for empty, oversized, non-audio, truncated/corrupt, sample-less, NaN/inf or
+    out-of-range samples, a native rate outside 2-768 kHz, silent or DC-only, too short, or (with
+    ``on_long="refuse"``) too long input.
     """
+    _check_options(sr, max_seconds, on_long)
+    data, name = _read_bytes(source, max_bytes)
+    mono, native_sr, channels, trimmed = _decode(data, name, max_seconds, on_long)
+    return _clip(mono, native_sr, channels, trimmed, name, sr)
+
+
+def load_array(samples, native_sr: int, sr: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS,
+               on_long: str = "trim", name: str = "the array") -> AudioClip:
+    """Samples already in memory (another decoder's output, a recorder's buffer) as `load_audio` gives a file.
+
+    `samples` is 1-D, or 2-D as (frames, channels) like soundfile or (channels, frames) like librosa:
+    the shorter axis is the channels. Integers are scaled to full scale +-1 as PCM files are (int16 /
+    32768, uint8 centred on 128); floats are taken as they are. Same checks, errors and limits as
+    `load_audio`; an over-long array is trimmed through a view, never copied whole.
+    """
+    _check_options(sr, max_seconds, on_long)
+    if not isinstance(native_sr, (int, np.integer)):
+        raise ConfigError(f"native_sr must be an integer sample rate in Hz, got {native_sr!r}.")
+    frames = _as_frames(samples, name)
+    native_sr = _check_rate(int(native_sr), name)
+    limit = int(max_seconds * native_sr)
+    if len(frames) > limit and on_long == "refuse":
+        raise _too_long(name, len(frames) / native_sr, max_seconds)
+    if frames.size == 0:
+        raise AudioError(f"{name} contains no audio samples; choose a clip with sound in it.")
+    mono = _downmix(_array_blocks(frames[:limit]), name)
+    return _clip(mono, native_sr, frames.shape[1], len(frames) > limit, name, sr)
+
+
+def _check_options(sr, max_seconds, on_long) -> None:
     if on_long not in ("trim", "refuse"):
         raise ConfigError(f"on_long must be 'trim' or 'refuse', got {on_long!r}.")
-    if not (isinstance(sr, (int, np.integer)) and sr > 0):
-        raise ConfigError(f"sr must be a positive integer sample rate, got {sr!r}.")
-    if not max_seconds > 0:
-        raise ConfigError(f"max_seconds must be positive, got {max_seconds!r}.")
+    if not (isinstance(sr, (int, np.integer)) and MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE):
+        raise ConfigError(f"sr must be an integer sample rate of {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz, "
+                          f"got {sr!r}.")
+    if not 1 <= max_seconds <= MAX_SECONDS_LIMIT:
+        raise ConfigError(f"max_seconds must be 1 to {MAX_SECONDS_LIMIT:g} s (it bounds decoding's memory), "
+                          f"got {max_seconds!r}.")
 
-    data, name = _read_bytes(source, max_bytes)
-    raw, native_sr, channels, trimmed = _decode(data, name, max_seconds, on_long)
 
-    y = raw[:, 0] if channels == 1 else librosa.to_mono(raw.T)
-    y = librosa.resample(y, orig_sr=native_sr, target_sr=int(sr), res_type="soxr_hq")
+def _clip(mono: np.ndarray, native_sr: int, channels: int, trimmed: bool, name: str, sr: int) -> AudioClip:
+    """Native-rate mono checked for length and sound, then resampled to `sr` (librosa.load's soxr_hq)."""
+    if len(mono) < MIN_SECONDS * native_sr:
+        raise AudioError(f"{name} is too short ({_shown(len(mono) / native_sr, MIN_SECONDS, '.3f')} s); "
+                         f"give a clip of at least {MIN_SECONDS} s.")
+    scope = [f"its first {len(mono) / native_sr:g} s"] * trimmed + ["mixed to mono"] * (channels > 1)
+    _check_audible(mono, f"{name} ({', '.join(scope)})" if scope else name)   # what the verdict is about
+    # resample only when there is something to do: importing librosa.core takes ~2 s (scipy, numba),
+    # and same-rate audio comes back from librosa.resample as is
+    y = mono if native_sr == int(sr) else librosa.resample(mono, orig_sr=native_sr, target_sr=int(sr),
+                                                           res_type="soxr_hq")
     y = np.ascontiguousarray(y, dtype=np.float32)
     y.flags.writeable = False                    # a clip is a value: safe to cache and share
-
-    if len(y) < MIN_SECONDS * sr:
-        raise AudioError(f"{name} is too short ({len(raw) / native_sr:.3f} s); "
-                         f"give a clip of at least {MIN_SECONDS} s.")
-    peak = float(np.abs(y).max())
-    if peak < SILENCE_PEAK:
-        raise AudioError(f"{name} is silent (peak amplitude {peak:.1e}, below {SILENCE_PEAK:g} "
-                         f"= -80 dBFS); record or choose a clip with audible sound.")
     return AudioClip(samples=y, sr=int(sr), duration_s=len(y) / sr, original_sr=native_sr,
                      channels=channels, trimmed=trimmed, source=name)
+
+
+def _check_audible(mono: np.ndarray, name: str) -> None:
+    """Refuse a clip with nothing to hear: its figure would be noise, which the model answers anyway."""
+    low, high = float(mono.min()), float(mono.max())
+    peak, swing = max(abs(low), abs(high)), (high - low) / 2
+    if peak < SILENCE_PEAK:
+        raise AudioError(f"{name} is silent (peak amplitude {_shown(peak, SILENCE_PEAK, '.1e')}, below "
+                         f"{SILENCE_PEAK:g} = -80 dBFS); record or choose a clip with audible sound.")
+    if swing < SILENCE_PEAK:
+        raise AudioError(f"{name} is DC only: a constant offset of {(high + low) / 2:+.3g} with no sound on it "
+                         f"(its samples stay within {_shown(swing, SILENCE_PEAK, '.1e')} of it, below "
+                         f"{SILENCE_PEAK:g} = -80 dBFS); record or choose a clip with audible sound.")
+
+
+def _check_rate(rate: int, name: str) -> int:
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{name} is sampled at {rate} Hz, outside the {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz "
+                         f"that microphones and recorders use; resample it to 44100 or 48000 Hz.")
+    return rate
+
+
+def _as_frames(samples, name: str) -> np.ndarray:
+    """A (frames, channels) view of 1-D or 2-D samples: the shorter axis of a 2-D array is the channels."""
+    a = np.asarray(samples)
+    if a.dtype.kind not in "iuf":
+        raise AudioError(f"{name} holds {a.dtype} values; audio samples are integers or floats.")
+    if a.ndim == 1:
+        return a[:, None]
+    if a.ndim != 2:
+        raise AudioError(f"{name} has shape {a.shape}; give 1-D samples, or 2-D (frames, channels) "
+                         f"or (channels, frames).")
+    return a if a.shape[0] >= a.shape[1] else a.T
+
+
+def _array_blocks(frames: np.ndarray):
+    """float64 blocks of a (frames, channels) array, integers scaled to +-1 as PCM decoders scale them."""
+    step = max(1, DECODE_BLOCK_SAMPLES // frames.shape[1])
+    scale = 1.0 if frames.dtype.kind == "f" else 2.0 ** (8 * frames.dtype.itemsize - 1)
+    offset = scale if frames.dtype.kind == "u" else 0.0
+    for start in range(0, len(frames), step):
+        yield (frames[start:start + step].astype(np.float64) - offset) / scale
+
+
+def _file_blocks(f: sf.SoundFile, max_frames: int):
+    """float64 blocks of an open file, at most max_frames frames in all: never more is decoded."""
+    step = max(1, DECODE_BLOCK_SAMPLES // f.channels)
+    while max_frames > 0:
+        block = f.read(frames=min(step, max_frames), dtype="float64", always_2d=True)
+        if len(block) == 0:
+            return
+        max_frames -= len(block)
+        yield block
+
+
+def _downmix(blocks, name: str) -> np.ndarray:
+    """float32 mono of float64 (frames, channels) blocks, mixed as librosa.load mixes (checked first)."""
+    parts = [np.zeros(0, np.float32)]
+    for block in blocks:
+        _check_values(block, name)
+        block = block.astype(np.float32)
+        parts.append(block[:, 0] if block.shape[1] == 1 else np.mean(block.T, axis=0))   # librosa.to_mono
+    return np.concatenate(parts)
+
+
+def _check_values(block: np.ndarray, name: str) -> None:
+    if not np.isfinite(block).all():
+        raise AudioError(f"{name} contains NaN or infinite sample values; "
+                         f"re-export it as 16-bit PCM (wav or flac).")
+    peak = float(np.abs(block).max(initial=0.0))
+    if peak > MAX_PEAK:
+        raise AudioError(f"{name} has a sample of magnitude {_shown(peak, MAX_PEAK, '.1e')}, beyond the "
+                         f"{MAX_PEAK:g} accepted (full scale is 1); normalise it or re-export it as 16-bit PCM.")
+
+
+def _shown(value: float, limit: float, spec: str) -> str:
+    """`value` formatted by `spec`, or in full where it would print as `limit`, which it is not."""
+    text = format(value, spec)
+    return repr(float(value)) if text == format(limit, spec) else text
 
 
 WINDOW_SLACK_SECONDS = 0.01  # audio past a window's end that is only resampling's rounding, not another window
@@ -122,6 +250,10 @@ def training_windows(clip, sr: int | None = None) -> tuple[np.ndarray, np.ndarra
     if samples.ndim != 1 or samples.size == 0:
         raise AudioError(f"Expected non-empty mono samples (1-D), got shape {samples.shape}; "
                          f"decode the file with load_audio first.")
+    if samples.dtype.kind not in "iuf" or not np.isfinite(samples).all() or (
+            samples.dtype.kind == "f" and np.abs(samples).max() > np.finfo(np.float32).max):
+        raise AudioError(f"Expected finite real samples that fit float32 (|x| <= 3.4e38), got {samples.dtype} "
+                         f"values outside that; decode the file with load_audio, which refuses such audio.")
     hop = int(round(WINDOW_HOP_SECONDS * SAMPLE_RATE))
     slack = int(round(WINDOW_SLACK_SECONDS * SAMPLE_RATE))
     n = 1 + max(0, -(-(len(samples) - WINDOW_SAMPLES - slack) // hop))       # ceil division
@@ -169,15 +301,17 @@ def _read_bytes(source, max_bytes: int) -> tuple[bytes, str]:
 
 
 def _decode(data: bytes, name: str, max_seconds: float, on_long: str):
-    """(frames x channels float32, native rate, channels, trimmed), as librosa.load decodes."""
+    """(float32 mono at the native rate, native rate, channels, trimmed), as librosa.load decodes.
+
+    At most max_seconds (+1 frame, to tell a longer file) are decoded, block by block, whatever the
+    header announces; the truncation checks compare what it announces with what was found.
+    """
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            native_sr, channels, declared = f.samplerate, f.channels, f.frames
-            fmt, log = f.format, f.extra_info
+            native_sr, channels = _check_rate(f.samplerate, name), f.channels
             limit = int(max_seconds * native_sr)
-            if declared > limit and on_long == "refuse":
-                raise _too_long(name, declared / native_sr, max_seconds)
-            raw = f.read(frames=limit if declared > limit else -1, dtype="float32", always_2d=True)
+            mono = _downmix(_file_blocks(f, limit + 1), name)
+            announced, fmt, log = f.frames, f.format, f.extra_info
     except sf.LibsndfileError as e:
         if "not recognised" in str(e).lower():
             raise AudioError(f"{name} is not an audio file this app can read (format not recognised); "
@@ -187,35 +321,49 @@ def _decode(data: bytes, name: str, max_seconds: float, on_long: str):
     except RuntimeError as e:   # other soundfile failures: still the file's fault
         raise AudioError(f"{name} could not be decoded ({e}); re-export it as {FORMATS_HINT}.") from None
 
-    trimmed = declared > limit
-    if len(raw) > limit:        # the header understated the length
+    if len(mono) > limit:       # more than max_seconds are there, whatever the header says
         if on_long == "refuse":
-            raise _too_long(name, len(raw) / native_sr, max_seconds)
-        raw, trimmed = raw[:limit], True
-    if not trimmed and _looks_truncated(len(raw), declared, fmt, log):
-        raise AudioError(f"{name} is truncated: it ends before the length its header announces "
-                         f"({len(raw)} of {declared} frames); re-export or re-download the file.")
-    if len(raw) == 0:
+            raise _too_long(name, announced / native_sr if announced > limit else None, max_seconds, True)
+        return mono[:limit], native_sr, channels, True
+    reason = _truncation(len(mono), announced, fmt, log)
+    if reason:
+        raise AudioError(f"{name} is truncated: {reason}; re-export or re-download the file.")
+    if len(mono) == 0:
         raise AudioError(f"{name} contains no audio samples; choose a clip with sound in it.")
-    if not np.isfinite(raw).all():
-        raise AudioError(f"{name} contains NaN or infinite sample values; "
-                         f"re-export it as 16-bit PCM (wav or flac).")
-    return raw, native_sr, channels, trimmed
+    return mono, native_sr, channels, False
 
 
-def _looks_truncated(n_read: int, declared: int, fmt: str, log: str) -> bool:
-    """libsndfile decodes cut files quietly; these are the traces it leaves."""
-    tolerance = MP3_FRAME_TOLERANCE * declared if fmt == "MP3" else 0
-    if n_read < declared - tolerance:
-        return True
+def _truncation(found: int, announced: int, fmt: str, log: str) -> str | None:
+    """How a decoded file shows it was cut short (libsndfile decodes cut files quietly), or None."""
+    tolerance = MP3_FRAME_TOLERANCE * announced if fmt == "MP3" else 0
+    if found < announced - tolerance:
+        return f"{found} of the {announced} frames it announces are present"
     # WAV-like: the data chunk announces more bytes than the file holds ("data : N (should be M)");
     # streaming writers leave 0 or 0xFFFFFFFF placeholders, which are not truncation.
-    for announced, actual in re.findall(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)", log):
-        if int(actual) < int(announced) < 0xFFFFFF00:
-            return True
-    return "lacks an end-of-stream bit" in log   # Ogg cut between pages
+    for size, present in re.findall(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)", log):
+        if int(present) < int(size) < 0xFFFFFF00 and _missing_data(found, int(size), int(present), log):
+            return _missing_data(found, int(size), int(present), log)
+    if "lacks an end-of-stream bit" in log:
+        return f"its Ogg stream stops without an end-of-stream mark ({found} frames present)"
+    return None
 
 
-def _too_long(name: str, seconds: float, max_seconds: float) -> AudioError:
-    return AudioError(f"{name} is {seconds:.1f} s long, over the {max_seconds:g} s limit; "
+def _missing_data(found: int, size: int, present: int, log: str) -> str | None:
+    """A data chunk announcing more bytes than are present, in frames where the header gives the frame size."""
+    block = re.search(r"Block Align\s*:\s*(\d+)", log)
+    if not block or int(block.group(1)) == 0:
+        return f"its data chunk announces {size} bytes, {present} are present"
+    announced = size // int(block.group(1))
+    if announced <= found:      # only a partial frame's bytes are missing: every frame is there
+        return None
+    return f"{found} of the {announced} frames its header announces are present"
+
+
+def _too_long(name: str, seconds: float | None, max_seconds: float, header: bool = False) -> AudioError:
+    """seconds: the length an array has or a header announces (only max_seconds are read to check it);
+    None where a header understates what follows."""
+    length = (f"is {_shown(seconds, max_seconds, '.1f')} s long" if seconds is not None
+              else f"holds more than {max_seconds:g} s of audio, more than its header announces")
+    found = f" (as its header announces; more than {max_seconds:g} s of audio were found)" if seconds and header else ""
+    return AudioError(f"{name} {length}, over the {max_seconds:g} s limit{found}; "
                       f"cut it to at most {max_seconds:g} s (or let the app trim it).")

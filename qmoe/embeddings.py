@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import paths
 from .backbones import DEFAULT_BACKBONE, get_backbone
@@ -45,14 +44,18 @@ def _read_cached(path: Path) -> np.ndarray | None:
 
 def embed_images(images: Iterable, contents: list[str], recipe: str, backbone: str = DEFAULT_BACKBONE,
                  cache_dir: Path | None = None, progress: bool | object = True,
-                 batch_size: int = BATCH_SIZE) -> np.ndarray:
+                 batch_size: int = BATCH_SIZE, runtime: str = "torch") -> np.ndarray:
     """Embed images (a list, or a callable index -> uint8 RGB array, so files load lazily).
 
     `contents[i]` is the content hash of input i (e.g. of the PNG or audio bytes) and `recipe` how the
     image was made from it. `progress` is True for a tqdm bar, or a callable(done, total) (the app).
+    `runtime`: the backbone's (`get_backbone`); "onnxruntime" needs no torch. Both share entries: they compute
+    the same function of the same weights, equal within float rounding.
     """
+    from tqdm.auto import tqdm
+
     cache_dir = Path(cache_dir or paths.CACHE_DIR)
-    bb = get_backbone(backbone)
+    bb = get_backbone(backbone, runtime)
     n = len(contents)
     get = images if callable(images) else (lambda i, _ims=list(images): _ims[i])
     keys = [embedding_key(bb.name, bb.weights_id, recipe, c) for c in contents]

@@ -6,8 +6,11 @@ the same config never computes twice.
 """
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
@@ -25,7 +28,7 @@ from .store import ResultStore, code_version, config_key
 from .energy import EnergyTracker
 from .deploy.runtime import DEFAULT_RUNTIME, load, parity
 from .measure import exclusive, measure_model, model_bytes, param_count, torch_threads
-from .train import fit, seed_everything
+from .train import fit, fit_views, seed_everything
 from .variants import create_model, get_variant
 
 THREADS = int(os.environ.get("QMOE_THREADS", "1"))  # fixed, so timings and float rounding are repeatable
@@ -82,6 +85,66 @@ def _scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(std, SCALE_FLOOR * np.median(std)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class FoldData:
+    """One fold ready to train on: its splits and every item standardized with the fold's training statistics.
+
+    It depends on (dataset, backbone, task, protocol, fold, seed, selection) only, not on the variant: the runs of
+    a sweep that share a fold share it (`DataCache`). `Xs` is read-only, since it may be shared."""
+
+    ds: object
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    fit_idx: np.ndarray
+    val_idx: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    Xs: np.ndarray
+
+
+def prepare_fold(cfg: RunConfig, ds) -> FoldData:
+    """Split `cfg`'s fold (validation carved from the training folds, or the reported fold as the reference does)
+    and standardize every item with the training folds' statistics."""
+    train_idx, test_idx = ds.split(cfg.task, cfg.protocol, cfg.fold)
+    if cfg.selection == "validation":
+        fit_idx, val_idx = ds.validation_split(cfg.task, train_idx, cfg.seed)
+    else:
+        fit_idx, val_idx = train_idx, test_idx
+    mean, scale = _scaler(ds.X[train_idx])
+    Xs = (ds.X - mean) / scale
+    Xs.flags.writeable = False
+    return FoldData(ds, train_idx, test_idx, fit_idx, val_idx, mean, scale, Xs)
+
+
+class DataCache:
+    """Datasets and prepared folds kept in memory, for a process that runs many configs (a sweep's worker).
+
+    A sweep repeats the same folds for every alpha or bit-width: loading the embeddings and carving the grouped
+    validation split (a third of a second on ESC-50) once per worker instead of once per run. Keep one only as long
+    as the data on disk cannot change under it (a worker pool lives for one grid); `DataCache()` per call otherwise.
+    """
+
+    def __init__(self, max_folds: int = 10):
+        self.max_folds = max_folds
+        self._datasets: dict = {}
+        self._folds: OrderedDict = OrderedDict()
+
+    def dataset(self, name: str, backbone: str = DEFAULT_BACKBONE):
+        if (name, backbone) not in self._datasets:
+            self._datasets[name, backbone] = get_dataset(name, backbone)
+        return self._datasets[name, backbone]
+
+    def fold(self, cfg: RunConfig) -> FoldData:
+        key = (cfg.dataset, cfg.backbone, cfg.task, cfg.protocol, cfg.fold, cfg.seed, cfg.selection)
+        if key in self._folds:
+            self._folds.move_to_end(key)
+        else:
+            self._folds[key] = prepare_fold(cfg, self.dataset(cfg.dataset, cfg.backbone))
+            while len(self._folds) > self.max_folds:
+                self._folds.popitem(last=False)
+        return self._folds[key]
+
+
 @dataclass
 class FittedFold:
     """One trained fold: the deployable model (post-training steps applied) and how it was trained."""
@@ -102,26 +165,24 @@ class FittedFold:
     train_seconds: float
     train_energy: object  # EnergyRecord of the training
     params: int  # learned numbers of the trained model (before post-training quantization)
+    shared: int = 1  # runs that one training served (`fit_shared`); its time and energy are theirs together
 
 
-def fit_fold(cfg: RunConfig, progress: bool = False, save_model_to=None, train_overrides: dict | None = None) -> FittedFold:
+def fit_fold(cfg: RunConfig, progress: bool = False, save_model_to=None, train_overrides: dict | None = None,
+             data: DataCache | None = None) -> FittedFold:
     """Train one fold of `cfg` (deterministic given its seed); nothing is cached here (see `run`).
 
     `train_overrides` replaces fields of the variant's TrainConfig (e.g. fewer epochs in a quick test); a run
-    cached by `run` never uses it.
+    cached by `run` never uses it. `data`: datasets and folds already prepared (a sweep's worker keeps one).
     """
     cfg.validate()
-    ds = get_dataset(cfg.dataset, cfg.backbone)
+    fold = (data or DataCache()).fold(cfg)
+    ds = fold.ds
     config = full_config(cfg, ds)
     task = ds.task(cfg.task)
     n_classes = len(task.class_names)
-    train_idx, test_idx = ds.split(cfg.task, cfg.protocol, cfg.fold)
-    if cfg.selection == "validation":
-        fit_idx, val_idx = ds.validation_split(cfg.task, train_idx, cfg.seed)
-    else:
-        fit_idx, val_idx = train_idx, test_idx
-    mean, scale = _scaler(ds.X[train_idx])
-    Xs = (ds.X - mean) / scale
+    test_idx, fit_idx, val_idx = fold.test_idx, fold.fit_idx, fold.val_idx
+    mean, scale, Xs = fold.mean, fold.scale, fold.Xs
     y = task.labels
     spec = get_variant(cfg.variant)
     recipe = replace(spec.train, **(train_overrides or {}))
@@ -143,6 +204,77 @@ def fit_fold(cfg: RunConfig, progress: bool = False, save_model_to=None, train_o
         model.eval()
     return FittedFold(cfg, config, key, model, mean, scale, Xs.astype(np.float32), y, tuple(task.class_names),
                       fit_idx, val_idx, test_idx, history, train_seconds, tracker.record, params)
+
+
+INFERENCE_ONLY = ("bayesian", "mc_samples", "mc_seed")  # MoE options that training never reads
+CURIOSITY = ("alpha", "curiosity_mode", "curiosity_in_training")  # ... nor these, when curiosity is off in training
+
+
+def training_view(cfg: RunConfig) -> tuple[str, dict] | None:
+    """(what an MoE run's training depends on, as text; the settings only its inference reads), None for a single
+    model. MoE runs with the same text train identically, step for step: they differ only in the Bayesian router's
+    Monte Carlo passes and, when curiosity is off in training (alpha 0, `curiosity_in_training=False` or the
+    reference-main mode), in Eq. 8's alpha and mode, which act at inference only. `fit_shared` trains them once."""
+    spec = get_variant(cfg.variant)
+    if spec.family != "moe":
+        return None
+    from .moe import QuantizedMoE
+
+    defaults = {k: p.default for k, p in inspect.signature(QuantizedMoE).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    o = {**defaults, **spec.options, **cfg.options}
+    o.update(alpha=float(o["alpha"]), bayesian=bool(o["bayesian"]), mc_samples=int(o["mc_samples"]),
+             mc_seed=int(o["mc_seed"]), curiosity_in_training=bool(o["curiosity_in_training"]))
+    curious_in_training = o["alpha"] > 0 and o["curiosity_mode"] != "reference-main" and o["curiosity_in_training"]
+    view = {k: o[k] for k in INFERENCE_ONLY + (() if curious_in_training else CURIOSITY)}
+    trains_on = {"run": [cfg.dataset, cfg.backbone, cfg.task, cfg.protocol, cfg.fold, cfg.seed, cfg.selection],
+                 "model": {k: v for k, v in o.items() if k not in view}, "train": spec.train.to_dict()}
+    return json.dumps(trains_on, sort_keys=True, default=str), view
+
+
+def fit_shared(cfgs: list[RunConfig], progress: bool = False, data: DataCache | None = None,
+               train_overrides: dict | None = None) -> list[FittedFold]:
+    """Train runs that train alike (one `training_view` text) once, and give each its own best epoch, picked by its
+    own validation loss (`train.fit_views`): each FittedFold is exactly what `fit_fold` gives for its config (same
+    weights, history, predictions), except its training time and energy, which are the one shared training's
+    (`shared` > 1 says so). A sweep over alpha with curiosity at inference only trains once per fold."""
+    if len(cfgs) == 1:
+        return [fit_fold(cfgs[0], progress=progress, train_overrides=train_overrides, data=data)]
+    views = [training_view(c) for c in cfgs]
+    if any(v is None for v in views) or len({v[0] for v in views}) != 1:
+        raise ConfigError("these runs do not train alike (only MoE runs that differ in inference-time settings do): "
+                          + "; ".join(f"{c.variant} {c.options}" for c in cfgs))
+    first = cfgs[0]
+    first.validate()
+    fold = (data or DataCache()).fold(first)
+    ds, fit_idx, val_idx, Xs = fold.ds, fold.fit_idx, fold.val_idx, fold.Xs
+    task = ds.task(first.task)
+    n_classes, y = len(task.class_names), task.labels
+    recipe = replace(get_variant(first.variant).train, **(train_overrides or {}))
+    out = []
+    with torch_threads(THREADS):
+        seed_everything(first.seed)
+        model = create_model(first.variant, ds.dim, n_classes, **first.options)
+        t0 = time.perf_counter()
+        with EnergyTracker(n_items=len(fit_idx)) as tracker:
+            trained = fit_views(model, recipe, Xs[fit_idx], y[fit_idx], Xs[val_idx], y[val_idx], n_classes,
+                                first.seed, views=[v for _, v in views], progress=progress,
+                                desc=f"{first.variant} fold {first.fold} (x{len(cfgs)})")
+        train_seconds = time.perf_counter() - t0
+        for cfg, (history, state) in zip(cfgs, trained):
+            cfg.validate()
+            m = create_model(cfg.variant, ds.dim, n_classes, **cfg.options)
+            m.load_state_dict(state)
+            m.eval()
+            params = param_count(m)
+            if hasattr(m, "after_training"):
+                m = m.after_training()
+            m.eval()
+            config = full_config(cfg, ds)
+            out.append(FittedFold(cfg, config, config_key(config), m, fold.mean, fold.scale, Xs.astype(np.float32),
+                                  y, tuple(task.class_names), fit_idx, val_idx, fold.test_idx, history, train_seconds,
+                                  tracker.record, params, len(cfgs)))
+    return out
 
 
 def measure_runtimes(model: torch.nn.Module, x: np.ndarray, *, rss: bool, compare: bool,
@@ -184,23 +316,40 @@ def run(cfg: RunConfig, store: ResultStore | None = None, progress: bool = True,
     return store.get(key)
 
 
-def compute(cfg: RunConfig, progress: bool = False, save_model_to=None) -> tuple[str, dict, dict]:
+def compute(cfg: RunConfig, progress: bool = False, save_model_to=None,
+            data: DataCache | None = None) -> tuple[str, dict, dict]:
     """Train, evaluate and measure one fold: (cache key, record, per-sample arrays), not stored. Whoever holds the
-    store writes it (a worker on another machine hands its result back instead of writing)."""
+    store writes it (a worker on another machine hands its result back instead of writing). `data`: see fit_fold."""
     cfg.validate()
-    f = fit_fold(cfg, progress=progress, save_model_to=save_model_to)
+    data = data or DataCache()
+    return evaluate(fit_fold(cfg, progress=progress, save_model_to=save_model_to, data=data), data)
+
+
+def compute_shared(cfgs: list[RunConfig], progress: bool = False,
+                   data: DataCache | None = None) -> list[tuple[str, dict, dict]]:
+    """`compute` for runs that train alike (see `fit_shared`): one training, each run evaluated and measured."""
+    data = data or DataCache()
+    return [evaluate(f, data) for f in fit_shared(cfgs, progress=progress, data=data)]
+
+
+def evaluate(f: FittedFold, data: DataCache | None = None) -> tuple[str, dict, dict]:
+    """Evaluate and measure a trained fold: (cache key, record, per-sample arrays), as `compute` stores them."""
+    cfg, data = f.cfg, data or DataCache()
     model, test_idx = f.model, f.test_idx
     spec = get_variant(cfg.variant)
     with torch_threads(THREADS):
         X_test = torch.as_tensor(f.X[test_idx])
-        with torch.no_grad():
-            probs = torch.softmax(model(X_test).float(), -1).numpy()
+        routing = model.routing_record(X_test) if hasattr(model, "routing_record") else None
+        if routing is not None and getattr(model, "runs_every_expert", False):
+            probs = routing["class_probs"]  # the forward's very output: its expert pass is not run a second time
+        else:
+            with torch.no_grad():
+                probs = torch.softmax(model(X_test).float(), -1).numpy()
         y_true, y_pred = f.y[test_idx], probs.argmax(1)
         arrays = {"test_idx": test_idx, "y_true": y_true, "y_pred": y_pred, "probs": probs.astype(np.float32)}
-        if hasattr(model, "routing_record"):
-            for k, v in model.routing_record(X_test).items():
-                arrays[f"routing__{k}"] = np.asarray(v)
-        ds = get_dataset(cfg.dataset, cfg.backbone)
+        for k, v in (routing or {}).items():
+            arrays[f"routing__{k}"] = np.asarray(v)
+        ds = data.dataset(cfg.dataset, cfg.backbone)
         deployed = load(model, DEFAULT_RUNTIME, THREADS)
         agreement = parity(model, f.X[test_idx], deployed)  # does the deployed model answer as the engine does?
         measured, timings = measure_runtimes(model, f.X[test_idx][::LATENCY_STRIDE],
@@ -226,6 +375,7 @@ def compute(cfg: RunConfig, progress: bool = False, save_model_to=None) -> tuple
         "best_epoch": f.history["best_epoch"], "epochs": f.history["epochs"],
         "train_seconds": f.train_seconds,
         "train_energy_mj": f.train_energy.energy_mj, "train_co2_ug": f.train_energy.co2_ug,
+        **({"train_shared_by": f.shared} if f.shared > 1 else {}),  # one training served this many runs
         "code_version": code_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **measured,

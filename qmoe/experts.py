@@ -8,14 +8,16 @@ the deployable form (`qmoe.packing`), whose `nbytes` is the true stored size.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from .errors import ConfigError
 from .packing import PackedMLP
 from .ptq import PTQ_BACKENDS, quantize_int8
-from .quantizers import BitLinear, PopcountLinear, TernaryLinear, check_bits, check_threshold
-from .variants import register_variant
+from .quantizers import KBIT_RANGE, BitLinear, PopcountLinear, TernaryLinear, check_bits, check_threshold
+from .variants import VariantSpec, register_family, register_variant
 
 __all__ = ["MLPExpert", "Int8PTQExpert", "BitLinear", "TernaryLinear", "PopcountLinear", "HIDDEN", "DROPOUT"]
 
@@ -133,6 +135,20 @@ def q16_base(in_dim: int, n_classes: int, **kw) -> nn.Module:
     code exactly, hence int16).
     """
     return _kbit(in_dim, n_classes, 16, **kw)
+
+
+@register_family(r"Q(?P<bits>[0-9]+)-Base", "Q<k>-Base for any k from 1 to 16 (Q3-Base, Q6-Base, Q12-Base, ...)")
+def qk_base(match) -> VariantSpec:
+    """Q<k>-Base at any integer width k (the paper's five are registered by name above; the rest are built here on
+    demand, with the same recipe): a sweep over bit-widths needs every k, not only the paper's."""
+    bits = int(match["bits"])
+    if match["bits"] != str(bits):  # one name per model (names are part of the cache key)
+        raise ConfigError(f"{match.string!r}: write it as 'Q{bits}-Base'")
+    if bits not in KBIT_RANGE:
+        raise ConfigError(f"{match.string!r}: a Qk-Base expert has k from {KBIT_RANGE.start} to {KBIT_RANGE.stop - 1} "
+                          f"bits (Eq. 2 with int8 activations; above 16 bits use FP32-Base)")
+    return VariantSpec(f"Q{bits}-Base", functools.partial(_kbit, width=bits), bits=bits,
+                       description=f"MLP with {bits}-bit BitLinear hidden layers (QAT, STE): Eq. 2 with k = {bits}")
 
 
 @register_variant("BitNet-Base", bits=1.58)

@@ -1,22 +1,28 @@
-"""Run an experiment grid from the app: one background process at a time, guarded by a lock file.
+"""Background jobs of the app: a list of runs (a grid, or a sweep) computed in one background process at a time,
+guarded by a lock file, with progress, an ETA and a cancel.
 
-The app starts `python -m qmoe.jobs <spec>` as a subprocess (so training never shares the app's
-torch threads or memory, and survives a page reload). The lock file `results/run.lock` is created
-atomically (O_EXCL) before the process starts: a second run is refused with a clear message, from
-any browser session. The worker rewrites the lock with its pid and progress after every finished
-run and removes it when done; a lock whose pid is dead (a killed worker) is stale and cleaned on
-the next look. The outcome of the last run is kept in `results/last_run.json`.
-
-A spec may name an executor ("local", the default: the runs one after another in the worker; "ray": on a
-local Ray instance or the cluster at spec "address"); QMOE_EXECUTOR / RAY_ADDRESS set the default for the app.
+The app starts `python -m qmoe.jobs <job file>` as a subprocess (so training never shares the app's torch threads
+or memory, and survives a page reload). The lock file `results/run.lock` is created atomically (O_EXCL) before the
+process starts: a second job is refused with a clear message, from any browser session. A job's runs are fixed and
+validated before it starts (`start`: a grid from the Run experiment form; `start_sweep`: a `qmoe.sweep.Sweep`) and
+handed over in `results/job.json`. The job computes them with `executors.run_configs` on 2 worker processes (or
+Ray: spec "executor", "address"; QMOE_EXECUTOR / RAY_ADDRESS set the app's default), rewriting the lock with its
+progress (done/total, mean seconds per run, ETA) after every finished run, and removes the lock when done; a lock
+whose pid is dead (a killed job) is stale and cleaned on the next look. `progress()` reads it, `cancel()` stops
+the job: its workers are killed and their runs dropped, so the store keeps only whole runs (the job alone writes
+it, each record atomically, and never one of a killed run). The outcome of the last job is kept in
+`results/last_run.json`: status done, failed or cancelled.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,7 +30,8 @@ from . import paths
 from .errors import QmoeError
 from .store import atomic_write_bytes
 
-LOCK_NAME, LAST_NAME = "run.lock", "last_run.json"
+LOCK_NAME, LAST_NAME, JOB_NAME = "run.lock", "last_run.json", "job.json"
+WORKERS = 2  # worker processes of a local job: this machine's cores
 
 
 class RunInProgress(QmoeError):
@@ -86,14 +93,8 @@ def validate(spec: dict) -> dict:
     from .datasets import dataset_tasks
     from .experiment import RunConfig
 
-    from .executors import EXECUTORS
-
-    spec = {"dataset": "esc50", "tasks": ["major"], "protocols": ["predefined"], "variants": [], "folds": None,
-            "seeds": [0], "executor": os.environ.get("QMOE_EXECUTOR") or "local", **spec}
-    if spec["executor"] not in EXECUTORS:
-        raise QmoeError(f"unknown executor {spec['executor']!r}; choose from {', '.join(EXECUTORS)}")
-    if spec.get("address") and spec["executor"] != "ray":
-        raise QmoeError("an address is that of a Ray cluster: it needs the ray executor")
+    spec = _executor_spec({"dataset": "esc50", "tasks": ["major"], "protocols": ["predefined"], "variants": [],
+                           "folds": None, "seeds": [0], **spec})
     if not spec["variants"] or not spec["tasks"] or not spec["protocols"]:
         raise QmoeError("pick at least one task, protocol and variant to run")
     if spec["folds"] is not None and not spec["folds"]:
@@ -107,11 +108,49 @@ def validate(spec: dict) -> dict:
 
 
 def start(spec: dict, root=None) -> dict:
-    """Start a grid run in a background process; RunInProgress if one is already going.
+    """Start a grid in a background process; RunInProgress if a job is already going.
 
-    spec: dataset, tasks, protocols, variants, folds (None = all), seeds. Returns the lock record.
+    spec: dataset, tasks, protocols, variants, folds (None = all), seeds; optional executor, address, workers.
+    Returns the lock record.
     """
+    from .executors import grid_configs
+
     spec = validate(spec)
+    cfgs = grid_configs(spec["dataset"], spec["tasks"], spec["protocols"], spec["variants"], spec["folds"],
+                        spec["seeds"])
+    return _launch({**spec, "kind": "grid", "what": ", ".join(spec["variants"])}, cfgs, root)
+
+
+def start_sweep(sweep, root=None, executor: str | None = None, address: str | None = None,
+                workers: int | None = None) -> dict:
+    """Start a sweep (a `qmoe.sweep.Sweep` or its dict) in a background process; RunInProgress if a job is already
+    going. Its points are named and validated here (a bad alpha or variant raises ConfigError before anything
+    starts); cached points are read back by the job, not recomputed. Returns the lock record."""
+    from .sweep import Sweep
+
+    sweep = sweep if isinstance(sweep, Sweep) else Sweep.from_dict(sweep)
+    spec = _executor_spec({"executor": executor, "address": address, "workers": workers})
+    cfgs = sweep.configs()
+    return _launch({**spec, "kind": "sweep", "sweep": sweep.to_dict(), "what": f"sweep {sweep.describe()}"}, cfgs,
+                   root)
+
+
+def _executor_spec(spec: dict) -> dict:
+    from .executors import EXECUTORS
+
+    spec = {**spec, "executor": spec.get("executor") or os.environ.get("QMOE_EXECUTOR") or "local"}
+    if spec["executor"] not in EXECUTORS:
+        raise QmoeError(f"unknown executor {spec['executor']!r}; choose from {', '.join(EXECUTORS)}")
+    if spec.get("address") and spec["executor"] != "ray":
+        raise QmoeError("an address is that of a Ray cluster: it needs the ray executor")
+    workers = spec.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise QmoeError(f"workers must be a positive integer; got {workers!r}")
+    return spec
+
+
+def _launch(spec: dict, cfgs: list, root) -> dict:
+    """Take the lock, hand the job its runs (the job file) and start it."""
     root = _root(root)
     root.mkdir(parents=True, exist_ok=True)
     lock = root / LOCK_NAME
@@ -122,19 +161,49 @@ def start(spec: dict, root=None) -> dict:
     except FileExistsError:
         raise RunInProgress(_busy_message(current_run(root) or {})) from None
     os.close(fd)
-    log = open(root / "run.log", "w")
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "qmoe.jobs", json.dumps(spec), str(root)],
-                                cwd=paths.ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        _write(root / JOB_NAME, {"spec": spec, "configs": [asdict(c) for c in cfgs]})
+        with open(root / "run.log", "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "qmoe.jobs", str(root / JOB_NAME), str(root)],
+                                    cwd=paths.ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     except BaseException:
         lock.unlink(missing_ok=True)
         raise
-    finally:
-        log.close()
-    info = {"pid": proc.pid, "spec": spec, "started": _now(), "done": 0, "total": None, "current": "starting",
-            "status": "running"}
+    info = {"pid": proc.pid, "spec": spec, "what": spec["what"], "started": _now(), "done": 0, "total": len(cfgs),
+            "current": "starting", "status": "starting", "eta_s": None}
     _write(lock, info)
     return info
+
+
+def progress(root=None) -> dict | None:
+    """The running job's progress, or None when no job runs: done and total runs (cached runs count as done; the
+    same config twice counts once), new_done / new_total (the runs it computes), fraction, run_seconds (mean wall
+    time of its runs so far), eta_s (seconds left, counted down since the last finished run; None until one has
+    finished), elapsed_s, current (the last finished run), status (starting, running, cancelling), what, pid."""
+    info = current_run(root)
+    if info is None:
+        return None
+    eta, updated = info.get("eta_s"), info.get("updated")
+    if eta is not None and updated:
+        eta = max(0.0, eta - (time.time() - updated))
+    total, done = info.get("total") or 0, info.get("done") or 0
+    started = info.get("started_unix")
+    return {**info, "eta_s": eta, "fraction": done / total if total else 0.0,
+            "elapsed_s": round(time.time() - started, 1) if started else info.get("elapsed_s")}
+
+
+def cancel(root=None) -> dict | None:
+    """Stop the running job (SIGTERM): it kills its workers at once and drops the runs in flight; the runs that had
+    finished stay cached, each whole. Returns the job's lock record (status "cancelling"), or None if none runs.
+    The job then writes last_run() with status "cancelled" and releases the lock (`wait` for it)."""
+    info = current_run(root)
+    if info is None or not info.get("pid"):
+        return info
+    try:
+        os.kill(int(info["pid"]), signal.SIGTERM)
+    except ProcessLookupError:
+        return None
+    return {**info, "status": "cancelling"}
 
 
 def wait(root=None, timeout: float = 600.0, poll: float = 0.5) -> dict | None:
@@ -149,42 +218,51 @@ def wait(root=None, timeout: float = 600.0, poll: float = 0.5) -> dict | None:
 
 def _busy_message(info: dict) -> str:
     spec = info.get("spec") or {}
-    what = ", ".join(spec.get("variants", [])) or "an experiment"
+    what = info.get("what") or ", ".join(spec.get("variants", [])) or "an experiment"
     done = f" ({info.get('done', 0)}/{info['total']} runs done)" if info.get("total") else ""
     return (f"An experiment run is already going (pid {info.get('pid')}, started {info.get('started', '?')}: "
             f"{what}{done}). Wait for it to finish; only one run at a time.")
 
 
-def _work(spec: dict, root: Path) -> None:
-    """The worker process: run the grid, reporting progress through the lock file."""
-    from .experiment import run_grid
+def _work(job_path: Path, root: Path, stopping: threading.Event) -> None:
+    """The job process: compute the job's runs, reporting progress through the lock file, until done or stopped."""
+    from .executors import Cancelled, run_configs
+    from .experiment import RunConfig
     from .store import ResultStore
 
+    job = json.loads(Path(job_path).read_text())
+    spec, cfgs = job["spec"], [RunConfig(**c) for c in job["configs"]]
     lock = root / LOCK_NAME
-    info = {"pid": os.getpid(), "spec": spec, "started": _now(), "done": 0, "total": None,
-            "current": "loading the dataset", "status": "running"}
+    info = {"pid": os.getpid(), "spec": spec, "what": spec.get("what"), "started": _now(), "started_unix": time.time(),
+            "done": 0, "total": len(cfgs), "current": "loading the data", "status": "running", "eta_s": None}
     _write(lock, info)
 
-    def on_progress(done, total, job):
-        info.update(done=done, total=total, current=f"{job.task}/{job.protocol}/{job.variant}/fold {job.fold}")
+    def report(state: dict) -> None:
+        info.update(state, status="cancelling" if stopping.is_set() else "running")
+        if not state.get("current"):
+            info["current"] = f"computing {state['new_total']} run(s); {state['cached']} cached"
         _write(lock, info)
 
-    outcome = {"spec": spec, "started": info["started"]}
+    executor = spec.get("executor", "local")
+    workers = spec.get("workers") or (WORKERS if executor == "local" else None)
+    outcome = {"spec": spec, "what": spec.get("what"), "started": info["started"]}
     try:
-        if spec.get("executor", "local") == "ray":
-            from .executors import grid_configs, run_configs
-
-            cfgs = grid_configs(spec["dataset"], spec["tasks"], spec["protocols"], spec["variants"], spec["folds"],
-                                spec["seeds"])
-            records = run_configs(cfgs, ResultStore(root), executor="ray", address=spec.get("address"),
-                                  progress=False, on_progress=on_progress)
-        else:
-            records = run_grid(spec["dataset"], spec["tasks"], spec["protocols"], spec["variants"], spec["folds"],
-                               spec["seeds"], store=ResultStore(root), progress=False, on_progress=on_progress)
-        outcome.update(status="done", runs=len(records),
-                       message=f"{len(records)} run(s) finished and cached (cached ones were read back).")
+        if stopping.is_set():
+            raise Cancelled("stopped before it started")
+        records = run_configs(cfgs, ResultStore(root), executor=executor, workers=workers,
+                              address=spec.get("address"), progress=False, report=report, stop=stopping.is_set,
+                              share=spec.get("kind") == "sweep")
+        new = info.get("new_done", 0)
+        outcome.update(status="done", runs=len(records), new=new,
+                       message=f"{len(records)} run(s) finished and cached ({new} computed now, "
+                               f"{len(records) - new} read back from the cache).")
+    except Cancelled as e:
+        done = info.get("done", 0)
+        outcome.update(status="cancelled", runs=done, new=info.get("new_done", 0),
+                       message=f"cancelled: {done} of {len(cfgs)} runs are cached (each whole); the runs in flight "
+                               f"were dropped ({e}).")
     except Exception as e:  # reported to the app, never swallowed
-        outcome.update(status="failed", runs=info["done"], message=f"{type(e).__name__}: {e}")
+        outcome.update(status="failed", runs=info.get("done", 0), message=f"{type(e).__name__}: {e}")
         raise
     finally:
         outcome["finished"] = _now()
@@ -192,5 +270,12 @@ def _work(spec: dict, root: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
+def main(argv: list[str]) -> None:
+    """`python -m qmoe.jobs JOB_FILE ROOT`: SIGTERM (cancel) is caught first thing, so it always stops cleanly."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    _work(Path(argv[0]), Path(argv[1]), stopping)
+
+
 if __name__ == "__main__":
-    _work(json.loads(sys.argv[1]), Path(sys.argv[2]))
+    main(sys.argv[1:])

@@ -32,7 +32,7 @@ from torch import nn
 from .errors import ConfigError
 from .routing import (CURIOSITY_MODES, Router, bald, combine, curious, entropy, expert_kl, load_balance_loss,
                       routing_probs, top_k_weights)
-from .variants import MOE_TRAIN, create_model, get_variant, register_variant
+from .variants import MOE_TRAIN, VariantSpec, create_model, get_variant, register_family, register_variant
 
 
 class QuantizedMoE(nn.Module):
@@ -54,6 +54,23 @@ class QuantizedMoE(nn.Module):
         super().__init__()
         experts = _check_experts(experts)
         n = len(experts)
+        self._check_options(n, top_k=top_k, temperature=temperature, alpha=alpha, mc_samples=mc_samples,
+                            curiosity_mode=curiosity_mode, router_dropout=router_dropout, load_balance=load_balance)
+        self.in_dim, self.n_classes, self.expert_names = in_dim, n_classes, experts
+        self.top_k, self.temperature, self.alpha = int(top_k), float(temperature), float(alpha)
+        self.bayesian, self.mc_samples, self.mc_seed = bool(bayesian), int(mc_samples), int(mc_seed)
+        self.curiosity_mode, self.curiosity_in_training = curiosity_mode, bool(curiosity_in_training)
+        self.load_balance = float(load_balance)
+        self.experts = nn.ModuleList(create_model(name, in_dim, n_classes, **(expert_options or {}))
+                                     for name in experts)
+        self.router = Router(in_dim, n, dropout=router_dropout)
+        self._aux: torch.Tensor | None = None
+
+    @staticmethod
+    def _check_options(n: int, *, top_k: int = 1, temperature: float = 1.0, alpha: float = 0.0, mc_samples: int = 10,
+                       curiosity_mode: str = "paper", router_dropout: float = 0.2, load_balance: float = 1e-3,
+                       **_) -> None:
+        """Refuse a setting an MoE of `n` experts cannot have, saying why (the constructor and `moe_parts`)."""
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= n:
             raise ConfigError(f"top_k must be an integer between 1 and the number of experts ({n}); got {top_k!r}")
         if not temperature > 0:
@@ -69,16 +86,6 @@ class QuantizedMoE(nn.Module):
         if not load_balance >= 0:
             raise ConfigError(f"load_balance weight must be >= 0; got {load_balance!r}")
 
-        self.in_dim, self.n_classes, self.expert_names = in_dim, n_classes, experts
-        self.top_k, self.temperature, self.alpha = int(top_k), float(temperature), float(alpha)
-        self.bayesian, self.mc_samples, self.mc_seed = bool(bayesian), int(mc_samples), int(mc_seed)
-        self.curiosity_mode, self.curiosity_in_training = curiosity_mode, bool(curiosity_in_training)
-        self.load_balance = float(load_balance)
-        self.experts = nn.ModuleList(create_model(name, in_dim, n_classes, **(expert_options or {}))
-                                     for name in experts)
-        self.router = Router(in_dim, n, dropout=router_dropout)
-        self._aux: torch.Tensor | None = None
-
     # -- routing ---------------------------------------------------------------------------------
     @property
     def routes_on_mc_mean(self) -> bool:
@@ -88,6 +95,12 @@ class QuantizedMoE(nn.Module):
     def _curiosity_on(self) -> bool:
         return self.alpha > 0 and self.curiosity_mode != "reference-main" and (
             not self.training or self.curiosity_in_training)
+
+    @property
+    def runs_every_expert(self) -> bool:
+        """Whether `forward` (in the current mode) runs every expert on every row: Eq. 8 as written needs every
+        expert's class distribution. Its output is then exactly the routing record's `class_probs` (before softmax)."""
+        return self._curiosity_on() and self.curiosity_mode == "paper"
 
     def _router_probs(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or not self.routes_on_mc_mean:
@@ -118,7 +131,7 @@ class QuantizedMoE(nn.Module):
         p = self._router_probs(x)
         if self.training:
             self._aux = self.load_balance * load_balance_loss(p)
-        if not (self._curiosity_on() and self.curiosity_mode == "paper"):
+        if not self.runs_every_expert:
             return self._dispatch(x, top_k_weights(self._curious(p, None)[0], self.top_k))
         # Eq. 8 needs every expert's class distribution for every sample, so every expert runs on every row,
         # once. The KL reads them detached (a stop-gradient routing prior); the output combines the routed ones.
@@ -297,3 +310,99 @@ for _name, _experts in _CURIOUS.items():
     for _alpha in PAPER_ALPHAS:
         _register(f"{_name}@{_alpha}", f"MoE-C of {', '.join(_experts)}; Bayesian router (10 MC-dropout passes) "
                   f"with curiosity Eq. 8 at alpha={_alpha}", experts=_experts, bayesian=True, alpha=_alpha)
+
+
+# -- MoEs named by their parts: "MoE(BitNet-Base, Q4-Base, Q8-Base | alpha=0.25, T=1, top_k=1, mc=10, bayesian=yes,
+#    curiosity=paper, in_training=yes)". A sweep over MoE options or expert sets names each point this way: the name
+#    says everything that differs from another point, so the cache key (the name and the full builder options) does.
+_PARTS = (  # (part in the name, QuantizedMoE keyword), in the order the canonical name lists them
+    ("alpha", "alpha"), ("T", "temperature"), ("top_k", "top_k"), ("mc", "mc_samples"), ("bayesian", "bayesian"),
+    ("curiosity", "curiosity_mode"), ("in_training", "curiosity_in_training"))
+MOE_PART_DEFAULTS = {kw: inspect.signature(QuantizedMoE).parameters[kw].default for _, kw in _PARTS}
+_YES_NO = {"yes": True, "no": False}
+
+
+def _number(x) -> str:
+    """The shortest text that reads back as the same float (0.25, 1, 1e-05): names must round-trip."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def moe_parts(experts, **options) -> tuple[tuple[str, ...], dict]:
+    """Validated (experts, full options) of an MoE named by its parts; unnamed options take their defaults.
+
+    Options are QuantizedMoE keywords: alpha, temperature, top_k, mc_samples, bayesian, curiosity_mode,
+    curiosity_in_training. ConfigError says what is wrong, before anything is built."""
+    experts = _check_experts(experts)
+    if unknown := set(options) - set(MOE_PART_DEFAULTS):
+        raise ConfigError(f"unknown MoE part(s) {', '.join(sorted(unknown))}; an MoE name holds "
+                          f"{', '.join(MOE_PART_DEFAULTS)} (other options go in a run's options)")
+    o = {**MOE_PART_DEFAULTS, **options}
+    for kw in ("alpha", "temperature"):
+        v = o[kw]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+            raise ConfigError(f"MoE {kw} must be a finite number; got {v!r}")
+        o[kw] = float(v)
+    for kw in ("top_k", "mc_samples"):
+        if isinstance(o[kw], (np.integer,)):
+            o[kw] = int(o[kw])
+    for kw in ("bayesian", "curiosity_in_training"):
+        if not isinstance(o[kw], (bool, np.bool_)):
+            raise ConfigError(f"MoE {kw} must be True or False; got {o[kw]!r}")
+        o[kw] = bool(o[kw])
+    QuantizedMoE._check_options(len(experts), **o)
+    return experts, o
+
+
+def moe_name(experts, **options) -> str:
+    """The canonical name of an MoE built from its parts (every part listed); `create_model(moe_name(...))` builds
+    it and `get_variant(name).options` gives the parts back."""
+    experts, o = moe_parts(experts, **options)
+    yes_no = {True: "yes", False: "no"}
+    text = {"alpha": _number(o["alpha"]), "temperature": _number(o["temperature"]), "top_k": str(o["top_k"]),
+            "mc_samples": str(o["mc_samples"]), "bayesian": yes_no[o["bayesian"]],
+            "curiosity_mode": o["curiosity_mode"], "curiosity_in_training": yes_no[o["curiosity_in_training"]]}
+    return f"MoE({', '.join(experts)} | {', '.join(f'{part}={text[kw]}' for part, kw in _PARTS)})"
+
+
+def _parse_part(part: str, kw: str, value: str):
+    try:
+        if kw in ("alpha", "temperature"):
+            return float(value)
+        if kw in ("top_k", "mc_samples"):
+            return int(value)
+    except ValueError:
+        raise ConfigError(f"MoE part {part}={value!r} is not a number") from None
+    if kw in ("bayesian", "curiosity_in_training"):
+        if value not in _YES_NO:
+            raise ConfigError(f"MoE part {part} is yes or no; got {value!r}")
+        return _YES_NO[value]
+    return value
+
+
+@register_family(r"MoE\((?P<experts>[^|()]*)\|(?P<parts>[^()]*)\)",
+                 "MoE(<experts> | alpha=, T=, top_k=, mc=, bayesian=, curiosity=, in_training=), e.g. "
+                 "'MoE(BitNet-Base, Q4-Base, Q8-Base | alpha=0.25, T=1, top_k=1, mc=10, bayesian=yes, curiosity=paper, "
+                 "in_training=yes)' (qmoe.moe.moe_name)")
+def moe_from_parts(match) -> VariantSpec:
+    """The spec of an MoE named by its parts. Only the canonical spelling is accepted (every part, in order, as
+    `moe_name` writes it): two spellings of one model would be two cache entries. The spec's options hold every
+    part, so the run's cache key covers the full options."""
+    experts = [e.strip() for e in match["experts"].split(",") if e.strip()]
+    options, by_part = {}, dict(_PARTS)
+    for item in filter(None, (t.strip() for t in match["parts"].split(","))):
+        part, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or part not in by_part:
+            raise ConfigError(f"{match.string!r}: {item!r} is not one of {', '.join(f'{p}=' for p, _ in _PARTS)}")
+        if by_part[part] in options:
+            raise ConfigError(f"{match.string!r}: {part} is given twice")
+        options[by_part[part]] = _parse_part(part, by_part[part], value)
+    experts, options = moe_parts(experts, **options)
+    if (name := moe_name(experts, **options)) != match.string:
+        raise ConfigError(f"{match.string!r} is not in canonical form: write it as {name!r}")
+    curious = options["alpha"] > 0 and options["curiosity_mode"] != "reference-main"
+    kind = ("MoE-C: Bayesian router" if options["bayesian"] else "MoE: learned router") + (
+        f", curiosity Eq. 8 ({options['curiosity_mode']}) at alpha={_number(options['alpha'])}" if curious else
+        ", no curiosity")
+    return VariantSpec(name, build_moe, MOE_TRAIN, "moe", None, f"{kind}; experts {', '.join(experts)}",
+                       {"experts": experts, **options})

@@ -2,9 +2,10 @@
 
 The reference implementation only simulates low precision, so its sizes do not move with the
 bit-width. Here each quantized layer becomes a packed module holding exactly what a device would
-store: 1-, 2- and 4-bit codes packed into bytes (8/4/2 per byte, little-endian within a byte),
-ternary codes at 2 bits, int8 and int16 codes as such, popcount weights as bits in 64-bit words;
-plus the FP32 scales, biases and LayerNorms. `nbytes` counts every stored tensor, nothing else.
+store: 1- to 7-bit codes packed into bytes as one little-endian bit stream per row (1, 2, 4 bits: 8/4/2
+codes per byte; 3, 5, 6, 7 bits: 8 codes in 3, 5, 6, 7 bytes), ternary codes at 2 bits, int8 codes as such,
+9- to 16-bit codes as int16 (2 bytes each: byte-aligned, as int16 kernels read them), popcount weights as bits
+in 64-bit words; plus the FP32 scales, biases and LayerNorms. `nbytes` counts every stored tensor, nothing else.
 
 Forward passes decode the codes (a few shifts and masks per byte) into the same integer-valued matrix
 the fake-quant layer builds, so packed and fake-quant logits agree to float rounding. The
@@ -38,27 +39,40 @@ def tensor_bytes(module: nn.Module) -> int:
 # --- bit packing --------------------------------------------------------------------------------
 
 def _check_pack_bits(bits: int) -> int:
-    if bits not in (1, 2, 4):
-        raise ValueError(f"can pack 1, 2 or 4 bits per code into bytes, not {bits}")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+        raise ValueError(f"can pack 1 to 8 bits per code into bytes, not {bits!r}")
     return bits
 
 
 def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack unsigned integer codes (< 2^bits) along the last dim into uint8, 8 // bits per byte."""
-    per = 8 // _check_pack_bits(bits)
-    if codes.numel() and (codes.min() < 0 or codes.max() >= 2 ** bits):
+    """Pack unsigned integer codes (< 2^bits) along the last dim into uint8: one little-endian bit stream per row
+    (code j at bits j*bits .. (j+1)*bits - 1), zero-padded to whole groups. For bits 1, 2, 4 a group is one byte of
+    8 // bits codes; otherwise 8 codes in `bits` bytes (a 3-bit row of 8 codes: 3 bytes)."""
+    _check_pack_bits(bits)
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 2 ** bits):  # ints: 2^8 overflows uint8
         raise ValueError(f"codes must lie in [0, {2 ** bits - 1}] to pack into {bits} bits")
-    codes = F.pad(codes.to(torch.uint8), (0, -codes.shape[-1] % per))
-    groups = codes.reshape(*codes.shape[:-1], -1, per)
-    shifts = torch.arange(per, dtype=torch.uint8) * bits
-    return (groups << shifts).sum(-1).to(torch.uint8)  # the fields do not overlap: sum == OR
+    if 8 % bits == 0:
+        per = 8 // bits
+        codes = F.pad(codes.to(torch.uint8), (0, -codes.shape[-1] % per))
+        groups = codes.reshape(*codes.shape[:-1], -1, per)
+        shifts = torch.arange(per, dtype=torch.uint8) * bits
+        return (groups << shifts).sum(-1).to(torch.uint8)  # the fields do not overlap: sum == OR
+    codes = F.pad(codes.to(torch.int64), (0, -codes.shape[-1] % 8))
+    words = (codes.reshape(*codes.shape[:-1], -1, 8) << (torch.arange(8) * bits)).sum(-1)  # 8 codes: < 2^56
+    octets = (words.unsqueeze(-1) >> (torch.arange(bits) * 8)) & 0xFF
+    return octets.reshape(*codes.shape[:-1], -1).to(torch.uint8)
 
 
 def unpack_bits(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     """Inverse of `pack_bits`: the first `n` codes of the last dim, as uint8."""
-    per, mask = 8 // _check_pack_bits(bits), 2 ** bits - 1
-    codes = torch.stack([(packed >> (i * bits)) & mask for i in range(per)], dim=-1)
-    return codes.reshape(*packed.shape[:-1], -1)[..., :n]
+    mask = 2 ** _check_pack_bits(bits) - 1
+    if 8 % bits == 0:
+        codes = torch.stack([(packed >> (i * bits)) & mask for i in range(8 // bits)], dim=-1)
+        return codes.reshape(*packed.shape[:-1], -1)[..., :n]
+    octets = packed.to(torch.int64).reshape(*packed.shape[:-1], -1, bits)
+    words = (octets << (torch.arange(bits) * 8)).sum(-1)
+    codes = (words.unsqueeze(-1) >> (torch.arange(8) * bits)) & mask
+    return codes.reshape(*packed.shape[:-1], -1)[..., :n].to(torch.uint8)
 
 
 def decode(packed: torch.Tensor, bits: int, n: int, step: float, offset: float) -> torch.Tensor:
@@ -76,8 +90,8 @@ def pack_signs(signs: torch.Tensor) -> np.ndarray:
 # --- packed layers ------------------------------------------------------------------------------
 
 class PackedIntLinear(nn.Module):
-    """Integer weight codes at their bit-width (1/2/4 bits packed, int8, int16) with one FP32 scale and an FP32
-    bias; int8 per-row activations: y = (x_codes @ W_codes.T) * scale / s_x + b, after an optional input
+    """Integer weight codes at their bit-width (1..7 bits packed, int8, 9..16 bits as int16) with one FP32 scale and
+    an FP32 bias; int8 per-row activations: y = (x_codes @ W_codes.T) * scale / s_x + b, after an optional input
     LayerNorm (BitLinear has one, an int8 PTQ Linear none). s_x = 1 / step: see `int8_activations`."""
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, bits: int, norm: nn.Module | None):
@@ -86,7 +100,7 @@ class PackedIntLinear(nn.Module):
         self.norm = norm
         if bits == 1:  # {-1, +1} stored as {0, 1}: value = 2 * bit - 1
             stored, self._affine = pack_bits((codes > 0).to(torch.uint8), 1), (2.0, 1.0)
-        elif bits <= 4:  # [-2^(k-1), 2^(k-1) - 1] stored offset by 2^(k-1)
+        elif bits < 8:  # [-2^(k-1), 2^(k-1) - 1] stored offset by 2^(k-1)
             offset = 2 ** (bits - 1)
             stored, self._affine = pack_bits((codes + offset).to(torch.uint8), bits), (1.0, float(offset))
         else:

@@ -22,16 +22,18 @@ from torch.nn import functional as F
 
 from .errors import ConfigError
 
-KBIT_WIDTHS = (1, 2, 4, 8, 16)
+KBIT_WIDTHS = (1, 2, 4, 8, 16)  # the paper's Qk-Base widths (registered by name); any width in KBIT_RANGE builds
+KBIT_RANGE = range(1, 17)  # Eq. 2 at any integer k from 1 to 16 (`Q3-Base`, `Q12-Base`, ...: qmoe.experts)
 ACT_MAX = 127.0  # int8 activations: s_x = 127 / max|x| (paper Sec. 4.3)
 EPS = 1e-5  # floor of every absmax, as in the reference
 
 
 def check_bits(bits) -> int:
-    """Return `bits` if Eq. 2 is implemented for it, else raise a ConfigError that says why."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in KBIT_WIDTHS:
-        raise ConfigError(f"BitLinear bits must be one of {', '.join(map(str, KBIT_WIDTHS))}; got {bits!r} "
-                          "(the paper's Qk-Base experts; ternary is BitNet-Base, binary popcount is Popcount-Base)")
+    """Return `bits` if Eq. 2 is implemented for it (any integer 1..16), else raise a ConfigError that says why."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in KBIT_RANGE:
+        raise ConfigError(f"BitLinear bits must be an integer from {KBIT_RANGE.start} to {KBIT_RANGE.stop - 1}; "
+                          f"got {bits!r} (the paper's widths are {', '.join(map(str, KBIT_WIDTHS))}; ternary is "
+                          "BitNet-Base, binary popcount is Popcount-Base)")
     return bits
 
 

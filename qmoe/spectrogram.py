@@ -59,7 +59,6 @@ import librosa
 import librosa.display
 import matplotlib
 import numpy as np
-import scipy.signal
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap, NoNorm, Normalize
 from matplotlib.figure import Figure
@@ -82,6 +81,9 @@ MESH_SHIFT_PX = (-0.5, -0.5)          # matplotlib 3.3.4 Agg vs current, display
 FRAME_FILE = "figure-frame.png"       # in data/esc50/: a public ESC-50 figure, DATA_BOX blanked
 FRAME_SOURCE = "1-100032-A-0"         # the public figure (mel-png/) it was cut from, fold 1
 LOGMEL_SR = 22050
+MAX_PEAK = 1e15                       # |sample| the renderers take: |STFT| <= 1024 x peak (Hann sum), so the float32
+                                      # power stays below 1.1e36; a constant past ~1.8e16 overflows it (3.4e38), and
+                                      # dB re an infinite maximum is -inf or NaN (a black figure, or an IndexError)
 LOGMEL = dict(n_fft=2048, hop_length=512, n_mels=128, top_db=80.0, cmap="magma")
 
 _VERSIONS = f"librosa {librosa.__version__}, matplotlib {matplotlib.__version__}"
@@ -172,14 +174,63 @@ def _power_to_db(S: np.ndarray) -> np.ndarray:
     return np.maximum(log_spec, np.float32(float(log_spec.max()) - 80.0))
 
 
+# The window, mel basis and axis edges are computed here as scipy.signal.get_window("hann", fftbins=True),
+# librosa.filters.mel, librosa.mel_frequencies and librosa.frames_to_time compute them (the same operations in
+# the same order; tests/test_light_path.py checks them equal bit for bit): importing those modules
+# (scipy.signal, numba) takes seconds, more than classifying a clip.
+
 @lru_cache(maxsize=1)
 def _window() -> np.ndarray:
-    return scipy.signal.get_window("hann", N_FFT, fftbins=True)
+    """scipy.signal.get_window("hann", N_FFT, fftbins=True): the periodic Hann window."""
+    fac = np.linspace(-np.pi, np.pi, N_FFT + 1, dtype=np.float64)
+    w = np.zeros(N_FFT + 1, dtype=np.float64)
+    for k, a in enumerate(np.asarray([0.5, 1.0 - 0.5], dtype=np.float64)):
+        w += a * np.cos(k * fac)
+    return w[:-1]
+
+
+_MEL_F_SP, _MEL_MIN_LOG_HZ = 200.0 / 3, 1000.0   # Slaney's mel scale: linear below 1 kHz, log above
+_MEL_MIN_LOG_MEL = _MEL_MIN_LOG_HZ / _MEL_F_SP
+_MEL_LOGSTEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(f: float):
+    """librosa.hz_to_mel(f) of one frequency (Slaney)."""
+    f = np.asanyarray(f)
+    mels = (f - 0.0) / _MEL_F_SP
+    if f >= _MEL_MIN_LOG_HZ:
+        mels = _MEL_MIN_LOG_MEL + np.log(f / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP
+    return mels
+
+
+def _mel_frequencies(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """librosa.mel_frequencies(n_mels, fmin=fmin, fmax=fmax) (Slaney)."""
+    mels = np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels)
+    freqs = 0.0 + _MEL_F_SP * mels
+    log_t = mels >= _MEL_MIN_LOG_MEL
+    freqs[log_t] = _MEL_MIN_LOG_HZ * np.exp(_MEL_LOGSTEP * (mels[log_t] - _MEL_MIN_LOG_MEL))
+    return freqs
+
+
+def _mel_basis() -> np.ndarray:
+    """librosa.filters.mel(sr=44100, n_fft=2048, n_mels=128): float32 Slaney-normalised triangles, fmin 0, fmax sr/2."""
+    weights = np.zeros((N_MELS, 1 + N_FFT // 2), dtype=np.float32)
+    fftfreqs = np.fft.rfftfreq(n=N_FFT, d=1.0 / FIGURE_SR)
+    mel_f = _mel_frequencies(N_MELS + 2, fmin=0.0, fmax=float(FIGURE_SR) / 2)
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    for i in range(N_MELS):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    enorm = 2.0 / (mel_f[2:N_MELS + 2] - mel_f[:N_MELS])
+    weights *= enorm[:, np.newaxis]
+    return weights
 
 
 @lru_cache(maxsize=1)
 def _mel_plan():
-    basis = librosa.filters.mel(sr=FIGURE_SR, n_fft=N_FFT, n_mels=N_MELS)   # = librosa 0.8.0's
+    basis = _mel_basis()   # = librosa 0.8.0's
     nonzero = basis != 0
     start, width = nonzero.argmax(axis=1), nonzero.sum(axis=1)
     if not all(nonzero[b, start[b]:start[b] + width[b]].all() for b in range(N_MELS)):
@@ -260,11 +311,11 @@ class Float32Normalize(Normalize):
 
 def mesh_edges(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(time edges (n_frames + 1,) s, mel cell edges (129,) Hz) as librosa 0.8.0's specshow laid them."""
-    centres = librosa.mel_frequencies(N_MELS, fmin=0.0, fmax=AXIS_FMAX)
+    centres = _mel_frequencies(N_MELS, fmin=0.0, fmax=AXIS_FMAX)
     y_edges = centres.copy()
     y_edges[1:] -= 0.5 * np.diff(centres)
     y_edges = np.append(np.maximum(0.0, y_edges), AXIS_FMAX)
-    x_edges = librosa.frames_to_time(np.arange(n_frames + 1), sr=FIGURE_SR, hop_length=HOP)
+    x_edges = (np.arange(n_frames + 1) * HOP).astype(int) / float(FIGURE_SR)   # librosa.frames_to_time
     return x_edges, y_edges
 
 
@@ -356,9 +407,17 @@ def _check_samples(samples) -> np.ndarray:
     if samples.ndim != 1 or samples.size == 0:
         raise AudioError(f"Expected non-empty mono samples (1-D), got shape {samples.shape}; "
                          f"decode the file with qmoe.audio.load_audio first.")
+    if samples.dtype.kind not in "iuf":
+        raise AudioError(f"Expected real samples (integers or floats), got {samples.dtype}.")
     if not np.isfinite(samples).all():
         raise AudioError("The samples contain NaN or infinite values; decode the file with "
                          "qmoe.audio.load_audio, which rejects such audio.")
+    peak = max(-float(samples.min()), float(samples.max()))
+    if peak > MAX_PEAK:
+        shown = f"{peak:.2e}" if f"{peak:.2e}" != f"{MAX_PEAK:.2e}" else repr(peak)
+        raise AudioError(f"The samples reach {shown}, beyond the +-{MAX_PEAK:g} the renderers take (past "
+                         f"about 1.8e16 the float32 power spectrum overflows); scale them to full scale +-1, "
+                         f"as qmoe.audio.load_audio delivers them.")
     return samples.astype(np.float32, copy=False)
 
 

@@ -1,18 +1,45 @@
 """Streamlit glue shared by the pages: cached loaders and small drawing helpers (no engine logic)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 
-@st.cache_data(show_spinner=False, ttl=10)
-def results(runtime: str | None = None) -> pd.DataFrame:
-    """Every cached run (re-read at most every 10 s, so new runs appear), efficiency figures on `runtime`
-    (None: each run's deployment runtime)."""
+def store_state() -> tuple:
+    """The result store's state, as cheap as one stat and one listing: what every cached frame below is keyed on,
+    so a run cached, replaced or dropped shows on the next rerun and nothing is re-read otherwise."""
+    from .store import ResultStore
+
+    runs = ResultStore().runs
+    try:
+        info = os.stat(runs)
+        return str(runs), info.st_ino, info.st_mtime_ns, len(os.listdir(runs))
+    except FileNotFoundError:
+        return (str(runs),)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _results(runtime: str | None, state: tuple) -> pd.DataFrame:
     from .results import results_frame
 
     return results_frame(runtime=runtime)
+
+
+def results(runtime: str | None = None) -> pd.DataFrame:
+    """Every cached run, efficiency figures on `runtime` (None: each run's deployment runtime); read again only
+    when the store changed."""
+    return _results(runtime, store_state())
+
+
+results.clear = _results.clear  # Run experiment clears it when its job ends
+
+
+def _slice(runtime: str | None, dataset: str, state: tuple) -> pd.DataFrame:
+    df = _results(runtime, state)
+    return df[df["dataset"] == dataset]
 
 
 RUNTIME_LABELS = {"onnxruntime": "ONNX Runtime (deployment)", "torch-eager": "torch eager (engine, to compare)"}
@@ -205,14 +232,39 @@ def pick_slice(df: pd.DataFrame, dataset_column, task_column, protocol_column) -
     return df, dataset, task, protocol
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _slice_table(name: str, runtime: str | None, dataset: str, task: str, protocol: str, state: tuple):
+    from . import analysis
+    from .store import ResultStore
+
+    df = _slice(runtime, dataset, state)
+    if name == "significance_table":
+        table, missing = analysis.significance_table(df, ResultStore(), task, protocol)
+        return table, list(dict.fromkeys(str(m) for m in missing))
+    if name == "latency_variance":
+        return analysis.latency_variance(ResultStore(), df, task, protocol)
+    return getattr(analysis, name)(df, task, protocol)
+
+
+def slice_table(name: str, dataset: str, task: str, protocol: str, runtime: str | None = None):
+    """`qmoe.analysis.<name>` of one dataset's runs for a task and protocol (bitwidth_table, efficiency_table,
+    latency_variance, or significance_table: then (table, what is missing)), computed once per store state and
+    slice: the tests and array reads take up to seconds, and reruns (a slider moved) need none of them."""
+    return _slice_table(name, runtime, dataset, task, protocol, store_state())
+
+
 # -- Overview: the findings as pictures --------------------------------------------------------------
-@st.cache_data(show_spinner="Judging the claims...", ttl=10)
-def cached_ledger(n_runs: int) -> pd.DataFrame:
-    """The claims ledger on the deployment runtime's figures (keyed on the number of cached runs: new runs
-    re-judge)."""
+@st.cache_data(show_spinner="Judging the claims...", max_entries=4)
+def _ledger(state: tuple) -> pd.DataFrame:
     from .claims import ledger
 
-    return ledger(results("onnxruntime"))
+    return ledger(_results("onnxruntime", state))
+
+
+def cached_ledger() -> pd.DataFrame:
+    """The claims ledger on the deployment runtime's figures: seconds to judge, so judged again only when the
+    store changed."""
+    return _ledger(store_state())
 
 
 VERDICT_COLOURS = {"holds": "#2ca02c", "does not hold": "#d62728", "not yet run": "#bbbbbb",
@@ -291,6 +343,21 @@ def latency_and_energy(df: pd.DataFrame, task: str = "major", protocol: str = "p
                          hovertemplate="%{y}: %{x:.2f} mJ<extra></extra>"), 1, 2)
     fig.update_layout(height=140 + 22 * len(t), margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
     return fig
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _overview(state: tuple) -> dict:
+    df = _results("onnxruntime", state)
+    esc = df[df["dataset"] == "esc50"]
+    return {"verdicts": verdicts_by_area(_ledger(state)), "bits": f1_against_bits(esc),
+            "spread": fold_spread_across_seeds(esc), "cost": latency_and_energy(esc), "headline": headline_table(df)}
+
+
+def overview() -> dict:
+    """The Overview's figures (verdicts, bits, spread, cost) and headline table, built once per store state and
+    shared, read-only, by every session: the findings change only when the runs do, and building them took a
+    second (st.plotly_chart only reads a figure)."""
+    return _overview(store_state())
 
 
 def headline_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -99,7 +99,7 @@ def _store_with_moe(store, variant, chosen_per_fold, conf_per_fold, timings_per_
                    "latency_timings_ms": np.asarray(tm)})
         row = dict.fromkeys(COLUMNS)
         row.update(dataset="esc50", task="major", protocol="predefined", variant=variant, fold=fold, seed=0,
-                   selection="validation", options="", family="moe", key=key, latency_ms_mean=float(np.mean(tm)),
+                   selection="validation", options="", family="moe", key=key, runtime="torch-eager", latency_ms_mean=float(np.mean(tm)),
                    f1_macro=0.7)
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)

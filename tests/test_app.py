@@ -15,18 +15,21 @@ def _run(page: str) -> AppTest:
 
 
 def test_overview_shows_cached_results():
+    """The findings first (charts), the headline table behind an expander with units, leak-free rows first."""
     from qmoe.results import results_frame
 
     at = _run("app.py")
     assert at.title[0].value.startswith("qmoe")
-    head, summary = at.dataframe[0].value, at.dataframe[1].value
-    assert {"task", "protocol", "variant", "F1 (macro)"} <= set(head.columns)
-    assert {"variant", "f1_mean", "f1_std"} <= set(summary.columns)
-    # the numbers on screen are the cache's
-    df = results_frame()
-    fp32 = df[(df.variant == "FP32-Base") & (df.task == "major") & (df.protocol == "predefined") & (df.seed == 0)]
-    row = summary[(summary.variant == "FP32-Base") & (summary.task == "major") & (summary.protocol == "predefined")]
-    assert row["f1_mean"].iloc[0] == pytest.approx(fp32["f1_macro"].mean())
+    assert len(at.get("plotly_chart")) >= 3
+    head = at.dataframe[0].value
+    assert {"task", "protocol", "variant", "F1 (macro)", "size (KB)", "latency (ms)"} <= set(head.columns)
+    assert head["protocol"].iloc[0] == "predefined"
+    df = results_frame()  # the numbers on screen are the cache's
+    fp32 = df[(df.dataset == "esc50") & (df.variant == "FP32-Base") & (df.task == "major")
+              & (df.protocol == "predefined") & (df.seed == 0) & (df.options == "") & (df.selection == "validation")]
+    row = head[(head.dataset == "esc50") & (head.variant == "FP32-Base") & (head.task == "major")
+               & (head.protocol == "predefined")]
+    assert row["F1 (macro)"].iloc[0].startswith(f"{fp32['f1_macro'].mean():.3f} ±")
 
 
 def test_classify_page_predicts_an_example_clip():
@@ -39,3 +42,22 @@ def test_classify_page_predicts_an_example_clip():
     examples.select_index(len(examples.options) - 1).run()
     assert not at.exception
     assert "Prediction:" in " ".join(m.value for m in at.markdown)
+
+
+def test_classify_page_shows_the_models_held_out_scores_beside_its_answer():
+    from qmoe.inference import model_scores, shipped_models
+
+    at = _run("pages/1_Classify.py")
+    name = at.selectbox[0].value
+    scores = model_scores(str(shipped_models()[name]))
+    held = scores["held_out"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Held-out macro-F1"] == f"{held['f1_macro']:.3f}"
+    assert metrics["Held-out accuracy"] == f"{held['accuracy']:.3f}"
+    said = " ".join(c.value for c in at.caption)
+    assert f"test fold {held['fold']}" in said and "predefined folds" in said and "5-fold cross-validation" in said
+    # another model: its own figures
+    at.selectbox[0].select("esc50 / major / FP32-Base").run()
+    assert not at.exception
+    fp32 = model_scores(str(shipped_models()["esc50 / major / FP32-Base"]))["held_out"]
+    assert {m.label: m.value for m in at.metric}["Held-out macro-F1"] == f"{fp32['f1_macro']:.3f}"

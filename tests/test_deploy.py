@@ -77,6 +77,32 @@ def test_quantized_layers_are_stored_at_their_bit_width(variant, fold4):
         assert per_weight == pytest.approx(2.0 if variant == "Q16-Base" else 1.0)
 
 
+# widths no CPU kernel takes as such (ONNX Runtime 1.32's MatMulNBits: 2, 4, 8 bits): the next that holds the codes
+OTHER_WIDTHS = {"Q3-Base": ("MatMulNBits", 4), "Q6-Base": ("MatMulIntegerToFloat", 1.0),
+                "Q12-Base": ("MatMulIntegerToFloat", 2.0)}
+
+
+@pytest.mark.parametrize("variant", OTHER_WIDTHS)
+def test_other_bit_widths_answer_on_onnx_runtime_as_the_engine(variant, fold4):
+    model, x = fold4(variant)
+    p = parity(model, x)
+    assert p["n"] == 400 and p["agreement"] >= MIN_AGREEMENT and p["max_prob_diff"] < 0.05
+    graph = export(model).graph
+    op, width = OTHER_WIDTHS[variant]
+    kernels = [n for n in graph.node if n.op_type in ("MatMulNBits", "MatMulIntegerToFloat")]
+    assert len(kernels) == 2 and {n.op_type for n in kernels} == {op}
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    if op == "MatMulNBits":
+        assert all(next(a.i for a in n.attribute if a.name == "bits") == width for n in kernels)
+    else:  # int8 codes (Q5- to Q7-Base) or the int16 codes' two byte planes (Q9- to Q15-Base)
+        stored = sum(weights[n.input[1]].size for n in kernels)
+        assert stored / (1280 * 640 + 640 * 320) == pytest.approx(width)
+    bits = get_variant(variant).bits  # the engine packs 3-bit codes at 3 bits, 6-bit at 6, 12-bit ones as int16
+    codes = sum(m.weight_codes.numel() * m.weight_codes.element_size() for m in model.packed().body
+                if hasattr(m, "weight_codes"))
+    assert codes == pytest.approx((1280 * 640 + 640 * 320) * (bits if bits < 8 else 16) / 8, rel=0.01)
+
+
 @pytest.mark.parametrize("variant", ["BitNet-Q4/8-QMoE-C@0.3", "BitNet-Q4/8/16-QMoE", "BitNet-Q8PTQ-QMoE"])
 def test_moe_routing_outputs_give_the_engines_routing_record(variant, fold4):
     model, x = fold4(variant)

@@ -92,7 +92,7 @@ def test_corrupt_cache_entry_is_quarantined_and_recomputed(store):
 
 def test_bad_configs_are_rejected(store):
     with pytest.raises(ConfigError, match="unknown variant"):
-        run(RunConfig(variant="Q5-Base"), store)
+        run(RunConfig(variant="Q5-Bass"), store)
     with pytest.raises(ConfigError, match="fold 9"):
         run(RunConfig(fold=9), store, progress=False)
     with pytest.raises(ConfigError, match="unknown protocol"):

@@ -48,7 +48,7 @@ def test_stale_lock_is_cleaned_and_a_live_one_blocks(tmp_path):
 
 def test_bad_specs_are_refused_before_anything_starts(tmp_path):
     with pytest.raises(ConfigError, match="unknown variant"):
-        jobs.start({"variants": ["Q3-Base"]}, tmp_path)
+        jobs.start({"variants": ["Q3-Bass"]}, tmp_path)
     with pytest.raises(QmoeError, match="at least one"):
         jobs.start({"variants": []}, tmp_path)
     assert jobs.current_run(tmp_path) is None and not (tmp_path / jobs.LOCK_NAME).exists()

@@ -50,6 +50,24 @@ def test_efficiency_projection_scales_with_inferences_per_day():
     assert any("codecarbon" in c.value for c in at.caption)
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch-eager"])
+def test_efficiency_runtime_picker_shows_that_runtimes_figures(runtime):
+    """ONNX Runtime by default (what a device runs); torch eager on request, each from its own measurement."""
+    at = _run("5_Efficiency.py")
+    picker = _by_label(at.selectbox, "Runtime")
+    assert picker.value == "onnxruntime"
+    if runtime != picker.value:
+        picker.select(runtime).run()
+        assert not at.exception
+    eff = at.dataframe[0].value.set_index("variant")
+    task, protocol = _by_label(at.selectbox, "Task").value, _by_label(at.selectbox, "Protocol").value
+    df = results_frame(runtime=runtime)
+    sel = df[(df.dataset == "esc50") & (df.task == task) & (df.protocol == protocol) & (df.seed == 0)
+             & (df.options == "") & (df.selection == "validation") & (df.variant == "FP32-Base")]
+    assert sel.latency_ms_mean.notna().all() and len(sel) == 5  # every fold measured on this runtime
+    assert eff.loc["FP32-Base", "latency_ms_mean"] == pytest.approx(sel.latency_ms_mean.mean())
+
+
 def test_significance_page_level_slider_changes_the_verdicts():
     at = _run("6_Significance.py")
     table = at.dataframe[0].value

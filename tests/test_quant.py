@@ -60,7 +60,7 @@ def test_all_nine_single_variants_are_registered():
     assert set(SINGLE) <= set(list_variants("single"))
 
 
-@pytest.mark.parametrize("bits", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 6, 8, 12, 16])
 def test_kbit_levels(bits):
     torch.manual_seed(bits)
     codes, _ = kbit_weights(BitLinear(1280, 640, bits=bits).weight.detach(), bits)
@@ -146,12 +146,16 @@ def test_ternary_weights_are_signs_times_row_scales(trained):
     torch.testing.assert_close(packed.alpha, alpha)
 
 
-@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("bits", range(1, 9))
 def test_packing_round_trip_is_exact(bits):
     gen = torch.Generator().manual_seed(bits)
     codes = torch.randint(0, 2 ** bits, (7, 13), generator=gen, dtype=torch.uint8)  # 13: a ragged last byte
     packed = pack_bits(codes, bits)
-    assert packed.dtype == torch.uint8 and packed.shape == (7, -(-13 * bits // 8))
+    per_row = -(-13 * bits // 8) if 8 % bits == 0 else -(-13 // 8) * bits  # 3, 5, 6, 7 bits: 8 codes in `bits` bytes
+    assert packed.dtype == torch.uint8 and packed.shape == (7, per_row)
+    stream = np.packbits(((codes.numpy()[..., None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(7, -1), axis=1,
+                         bitorder="little")  # one little-endian bit stream per row
+    assert np.array_equal(packed.numpy()[:, :stream.shape[1]], stream)
     assert torch.equal(unpack_bits(packed, bits, 13), codes)
     with pytest.raises(ValueError):
         pack_bits(torch.full((2, 3), 2 ** bits), bits)
@@ -207,17 +211,19 @@ def test_ptq_model_agrees_with_fp32_on_most_predictions(fold4):
     assert int8.packed() is int8
 
 
-@pytest.mark.parametrize("bits", [0, 3, 33, 4.0, True, "4"])
+@pytest.mark.parametrize("bits", [0, 17, 33, 4.0, True, "4"])
 def test_bad_bit_widths_are_rejected_clearly(bits):
-    with pytest.raises(ConfigError, match="1, 2, 4, 8, 16"):
+    with pytest.raises(ConfigError, match="from 1 to 16"):
         BitLinear(8, 4, bits=bits)
 
 
 def test_bad_configs_are_rejected_clearly():
-    with pytest.raises(ConfigError, match="unknown variant 'Q3-Base'"):
-        create_model("Q3-Base", 16, 5)
-    with pytest.raises(ConfigError, match="1, 2, 4, 8, 16"):
+    with pytest.raises(ConfigError, match="unknown variant 'Q3-Bass'"):
+        create_model("Q3-Bass", 16, 5)
+    with pytest.raises(ConfigError, match="for bits=3 use Q3-Base"):
         create_model("Q4-Base", 16, 5, bits=3)
+    with pytest.raises(ConfigError, match="from 1 to 16"):
+        create_model("Q17-Base", 16, 5)
     with pytest.raises(ConfigError, match="Q8-Base"):
         create_model("Q4-Base", 16, 5, bits=8)
     with pytest.raises(ConfigError, match="tau"):

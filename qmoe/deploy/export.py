@@ -4,12 +4,17 @@ Nothing is re-quantized: the exporter reads the codes and scales of the engine's
 (`qmoe.packing`) and lays them out for ONNX Runtime's integer and low-bit operators.
 
 - int8 weights (Q8-Base, Q8-Base-PTQ): `MatMulInteger` on int8 codes with per-row int8 activations.
-- int16 weights (Q16-Base): no int16 matmul exists, so each code is split into a high signed byte and a
-  low unsigned byte (c = 256 hi + lo, still 2 bytes per weight) and both planes go through one
-  `MatMulInteger` (the low plane with zero point -128); exact in int32, summed in float32 as the engine does.
+- int16 weights (Q16-Base; Q9- to Q15-Base, whose codes the engine stores as int16): no int16 matmul exists, so
+  each code is split into a high signed byte and a low unsigned byte (c = 256 hi + lo, still 2 bytes per weight)
+  and both planes go through one `MatMulInteger` (the low plane with zero point -128); exact in int32, summed in
+  float32 as the engine does.
 - 4- and 2-bit codes (Q4-, Q2-Base): com.microsoft `MatMulNBits`, which keeps them packed. ONNX Runtime
   has no 1-bit or ternary kernel, so 1-bit (Q1-Base), ternary (BitNet-Base) and popcount codes are stored
   as 2-bit codes (the narrowest `MatMulNBits` takes: file bytes are reported beside the engine's bytes).
+- Other widths go to the next width a CPU kernel runs (`onnx_weight_bits`): ONNX Runtime 1.32's CPU
+  `MatMulNBits` takes 2, 4 and 8 bits only ("additional bits support is planned"), so 3-bit codes are stored as
+  4-bit `MatMulNBits` codes, 5- to 7-bit codes as int8 (`MatMulIntegerToFloat`, as Q8-Base) and 9- to 15-bit
+  codes as int16 planes (as Q16-Base). The codes are the engine's, unchanged: only the container is wider.
 - Popcount-Base: ONNX has no popcount operator. For +-1 vectors popcount(x XOR w) - d/2 = -(x . w)/2,
   so the layer runs as a +-1 dot product on the 2-bit codes, exact (every partial sum is a small integer).
 - Activations: BitLinear's per-row absmax int8 codes are computed in the graph exactly as the engine does.
@@ -141,16 +146,23 @@ def _nbits_matmul(g: Graph, a: str, codes: np.ndarray, bits: int, scales, block:
                 domain=MS_DOMAIN, K=k, N=n, bits=bits, block_size=block, accuracy_level=ACCURACY_LEVEL)
 
 
+def onnx_weight_bits(bits: int) -> int:
+    """The width a k-bit BitLinear's codes are stored at in the ONNX graph: the narrowest CPU kernel that holds
+    them (MatMulNBits 2 or 4 bits, then int8 and int16 integer matmuls)."""
+    return next(w for w in (2, 4, 8, 16) if bits <= w)
+
+
 def _int_linear(g: Graph, x: str, layer: PackedIntLinear) -> str:
     if layer.norm is not None:
         x = _layernorm(g, x, layer.norm)
     codes = layer.decoded_weight().round().to(torch.int32).numpy()
     scale, bias = float(layer.scale), _np(layer.bias)
-    if layer.bits >= 8:
-        return _integer_matmul(g, x, codes.astype(np.int8 if layer.bits == 8 else np.int16), scale, bias)
+    width = onnx_weight_bits(layer.bits)
+    if width >= 8:
+        return _integer_matmul(g, x, codes.astype(np.int8 if width == 8 else np.int16), scale, bias)
     codes_f, step = _act_step(g, x)
     a, codes = _with_sentinels(g, codes_f, codes)
-    y = _nbits_matmul(g, a, codes, max(2, layer.bits), scale)
+    y = _nbits_matmul(g, a, codes, width, scale)
     return g.op("Add", g.op("Mul", y, step), g.const(bias, np.float32))
 
 
