@@ -1,6 +1,6 @@
 """How long each page of the app takes to finish drawing, in a real browser against the real server, in one run.
 
-    python bench/pages.py [--loads 6] [--budget 2.0] [--only Overview,Bit-width] [--file-watcher auto]
+    python bench/pages.py [--loads 6] [--budget 2.0] [--only Overview,Bit-width] [--file-watcher none]
 
 Starts `streamlit run app.py` on a free port and drives Debian's Chromium with Playwright. Per page: `--loads`
 navigations to the page's URL; each is timed from navigation until the script has finished and nothing is loading
@@ -52,13 +52,13 @@ def page_paths() -> list[tuple[str, str]]:
     return out
 
 
-def start_server(script: Path, cwd: Path = ROOT, watcher: str = "auto") -> tuple[subprocess.Popen, str]:
+def start_server(script: Path, cwd: Path = ROOT, watcher: str | None = None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--server.fileWatcherType", watcher],
+                             *(["--server.fileWatcherType", watcher] if watcher else [])],
                             cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -135,9 +135,10 @@ def main() -> None:
     ap.add_argument("--loads", type=int, default=6, help="navigations per page (the first is the cold one)")
     ap.add_argument("--budget", type=float, default=2.0, help="seconds a warm page may take")
     ap.add_argument("--only", default="", help="comma-separated page labels to measure (default: every page)")
-    ap.add_argument("--file-watcher", default="auto", choices=["auto", "none", "poll", "watchdog"],
-                    help="Streamlit's server.fileWatcherType (auto, its default, watches the app's folder "
-                         "recursively, .venv included; none measures without it)")
+    ap.add_argument("--file-watcher", choices=["auto", "none", "poll", "watchdog"],
+                    help="override Streamlit's server.fileWatcherType (default: what .streamlit/config.toml says; "
+                         "Streamlit's own default, auto, watches the app's folder recursively, .venv included, and "
+                         "sets that watch up again for every new session)")
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -147,7 +148,7 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         print(f"{a.loads} loads per page; load average at start {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores); "
-              f"budget {a.budget} s; file watcher {a.file_watcher}")
+              f"budget {a.budget} s; file watcher {a.file_watcher or 'as configured'}")
         print(f"{'page':<22}{'cold s':>8}{'warm s':>8}{'/ budget':>10}{'/ bare':>9}{'server cpu':>12}"
               f"{'browser cpu':>13}")
         with tempfile.TemporaryDirectory() as tmp:

@@ -20,8 +20,8 @@ name = st.selectbox("Model", list(moe_models))
 tm = trained_model(str(moe_models[name]))
 model, experts, classes = tm.model, list(tm.model.expert_names), tm.class_names
 try:
-    cached = routing_arrays(run_arrays(tm.info["key"]))
     arrays = run_arrays(tm.info["key"])
+    cached = routing_arrays(arrays)
 except (QmoeError, KeyError):
     st.info("This model's cross-validation run (fold 4) is not cached yet; the walk-through needs its test samples.")
     st.stop()
