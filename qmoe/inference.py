@@ -89,11 +89,10 @@ def _export_code_id() -> str:
     """What else a model's exported graphs depend on: the engine's sources and the torch/onnx versions."""
     from importlib.metadata import version
 
-    h = hashlib.sha256(f"{EXPORTS_VERSION}|{version('torch')}|{version('onnx')}".encode())
-    for f in sorted((paths.ROOT / "qmoe").rglob("*.py")):
-        h.update(f.relative_to(paths.ROOT).as_posix().encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    from .store import source_sha256
+
+    return hashlib.sha256(f"{EXPORTS_VERSION}|{version('torch')}|{version('onnx')}|{source_sha256()}".encode()
+                          ).hexdigest()[:16]
 
 
 @lru_cache(maxsize=16)
@@ -318,9 +317,9 @@ def classify(source, model_path, max_seconds: float = 60.0) -> Prediction:
         routing = [{k: np.asarray(v)[i] for k, v in rec.items()} for i in range(len(x))]
         probs = rec["class_probs"].astype(np.float64)
     else:
-        logits = model(x).astype(np.float64)
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
+        from .deploy.runtime import softmax
+
+        probs = softmax(model(x).astype(np.float64))
         routing = [None] * len(x)
     t["model"] = time.perf_counter()
     steps = list(t)

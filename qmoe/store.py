@@ -45,19 +45,25 @@ def config_key(config: dict) -> str:
 
 
 @lru_cache(maxsize=1)
-def code_version() -> dict:
-    """The code that produced a result: git commit (if any) and a hash of the engine's sources."""
+def source_sha256() -> str:
+    """A hash of the engine's sources (every qmoe/*.py, path and bytes): what a result or an export was made by."""
     h = hashlib.sha256()
     for f in sorted((paths.ROOT / "qmoe").rglob("*.py")):
         h.update(f.relative_to(paths.ROOT).as_posix().encode())
         h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict:
+    """The code that produced a result: git commit (if any) and a hash of the engine's sources."""
     commit = None
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=paths.ROOT, capture_output=True,
                                 text=True, timeout=5).stdout.strip() or None
     except Exception:
         pass
-    return {"source_sha256": h.hexdigest()[:16], "git_commit": commit}
+    return {"source_sha256": source_sha256(), "git_commit": commit}
 
 
 class ResultStore:

@@ -139,7 +139,8 @@ def rss_child(spec_path: str) -> None:
                       "torch_loaded": "torch" in sys.modules}))
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from logits along the last axis (shifted by the max, so large logits do not overflow)."""
     z = np.exp(logits - logits.max(-1, keepdims=True))
     return z / z.sum(-1, keepdims=True)
 
@@ -151,7 +152,7 @@ def parity(model, x: np.ndarray, deployed=None) -> dict:
     `deployed`: an already loaded ONNX Runtime model of `model` (else exported here).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
-    engine = _softmax(TorchEagerModel(model)(x).astype(np.float64))
-    onnx = _softmax((deployed or load(model, "onnxruntime"))(x).astype(np.float64))
+    engine = softmax(TorchEagerModel(model)(x).astype(np.float64))
+    onnx = softmax((deployed or load(model, "onnxruntime"))(x).astype(np.float64))
     return {"agreement": float((engine.argmax(1) == onnx.argmax(1)).mean()),
             "max_prob_diff": float(np.abs(engine - onnx).max()), "n": int(len(x))}
