@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -205,16 +206,25 @@ def _onnx_paths(name: str) -> tuple[Path, Path]:
     return base.with_suffix(".onnx"), base.with_suffix(".json")
 
 
+_EXPORT_LOCK = threading.Lock()  # torch.onnx.export is not thread-safe: two app sessions' first uploads collide
+
+
+def _read_export(onnx_path: Path, meta_path: Path) -> dict | None:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):  # not exported yet (or a damaged sidecar)
+        return None
+    return meta if onnx_path.is_file() else None
+
+
 def _onnx_backbone(name: str) -> OnnxBackbone:
     if name != DEFAULT_BACKBONE and not name.startswith("timm:"):
         raise ConfigError(f"unknown backbone {name!r}: use {DEFAULT_BACKBONE!r} or 'timm:<model name>'")
     onnx_path, meta_path = _onnx_paths(name)
-    try:
-        meta = json.loads(meta_path.read_text())
-        if not onnx_path.is_file():
-            raise FileNotFoundError(onnx_path)
-    except (OSError, ValueError):  # not exported yet (or a damaged sidecar): export now, once
-        meta = export_onnx(name, onnx_path, meta_path)
+    meta = _read_export(onnx_path, meta_path)
+    if meta is None:
+        with _EXPORT_LOCK:  # export once; a thread that waited here finds the export done
+            meta = _read_export(onnx_path, meta_path) or export_onnx(name, onnx_path, meta_path)
     return OnnxBackbone(name, onnx_path, meta["onnx_sha256"], meta["preprocess"], meta["weights_id"], meta["dim"])
 
 

@@ -44,7 +44,11 @@ def server(tmp_path_factory):
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # a script thread still busy (Streamlit waits for it): end it
+            proc.kill()
+            proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -63,3 +63,29 @@ def test_classify_answers_as_the_torch_backbone_and_engine_do():
         ref = np.exp(logits - logits.max(1, keepdims=True))
         ref = (ref / ref.sum(1, keepdims=True)).mean(0)
         np.testing.assert_allclose(classify(f, path).probs, ref, atol=1e-4)
+
+
+def test_two_threads_exporting_the_backbone_at_once_both_get_it(tmp_path, monkeypatch):
+    """Two app sessions' first uploads export the ONNX backbone together: torch.onnx.export is not thread-safe
+    (its global `in_onnx_export` flag), so one export runs and the other thread waits for it and reads it."""
+    import threading
+
+    from qmoe import backbones, paths
+
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path)
+    got, errors = [], []
+
+    def first_use():
+        try:
+            got.append(backbones._onnx_backbone(backbones.DEFAULT_BACKBONE))
+        except Exception as e:  # noqa: BLE001 (the test reports whatever a thread raised)
+            errors.append(e)
+
+    threads = [threading.Thread(target=first_use) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(got) == 2 and got[0].onnx_sha256 == got[1].onnx_sha256
+    assert len(list(tmp_path.rglob("*.onnx"))) == 1
