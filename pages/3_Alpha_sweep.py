@@ -5,7 +5,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from qmoe.explain import RECOMPUTED, reroute, run_alpha, sweep_table
-from qmoe.ui import csv_download, leak_free_first, paper_task_first, results, run_arrays, run_label, run_record
+from qmoe.ui import (csv_download, leak_free_first, paper_task_first, results, run_arrays, run_label, run_record,
+                     store_state)
 
 st.set_page_config(page_title="qmoe · Alpha sweep", page_icon="🎧", layout="wide")
 st.title("Curiosity strength alpha")
@@ -24,12 +25,13 @@ protocol = c[1].selectbox("Protocol", leak_free_first(moe[moe.task == task].prot
 alpha = c[2].slider("alpha", 0.0, 2.0, 0.3, 0.01)
 
 
-@st.cache_data(ttl=10, show_spinner="Reading the cached sweep...")
-def cached_sweep(frame: pd.DataFrame, task: str, protocol: str) -> pd.DataFrame:
-    return sweep_table(frame, task=task, protocol=protocol)
+@st.cache_data(show_spinner="Reading the cached sweep...", max_entries=16)
+def cached_sweep(task: str, protocol: str, state: tuple) -> pd.DataFrame:
+    """Read again only when the store changed (`state`), not by hashing the whole frame on every rerun."""
+    return sweep_table(results(), task=task, protocol=protocol)
 
 
-sweep = cached_sweep(df, task, protocol)
+sweep = cached_sweep(task, protocol, store_state())
 st.subheader("Cached sweep (trained and evaluated at each alpha)")
 if sweep.empty:
     st.info(f"No run of the 'alpha sweep' stage is cached yet for {task}/{protocol}.")
