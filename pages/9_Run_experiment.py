@@ -1,42 +1,34 @@
-"""Run an experiment from the app: one background run at a time; results land in the cache."""
+"""Run an experiment from the app: a grid of registered variants or a sweep, one background job at a time, with
+progress, ETA and cancel; results land in the cache."""
 import streamlit as st
 
-from qmoe import jobs
+from qmoe import jobs, ui_sweep
 from qmoe.datasets import PROTOCOLS, list_datasets
 from qmoe.errors import QmoeError
 from qmoe.variants import list_variants
-from qmoe.ui import dataset_task_names, paper_task_first, results
+from qmoe.ui import dataset_task_names, paper_task_first
 
 st.set_page_config(page_title="qmoe · Run experiment", page_icon="🎧", layout="wide")
 st.title("Run an experiment")
-st.markdown("Cross-validation runs go through the engine (`qmoe.experiment.run_grid`) in a background process and "
-            "are cached under their full config: a run that is already cached is read back, not recomputed. "
-            "Only one run at a time (a lock file under `results/`). CPU only: an MoE fold takes about a minute.")
+st.markdown("Cross-validation runs go through the engine in one background job on both cores and are cached under "
+            "their full config: a run that is already cached is read back, not recomputed. One job at a time (a "
+            "lock file under `results/`), from any session; it shows its progress and ETA below and can be "
+            "cancelled (finished runs stay cached, each whole). CPU only: an MoE-C fold takes about half a minute.")
 
 
-@st.fragment(run_every=2)
-def status():
-    """Progress of the running job (any session's), refreshed every 2 s."""
-    info = jobs.current_run()
-    if info is not None:
-        total, done = info.get("total"), info.get("done", 0)
-        st.progress(done / total if total else 0.0,
-                    text=f"Running (pid {info.get('pid')}): {done}/{total or '?'} runs done · {info.get('current', '')}")
-        st.session_state["was_running"] = True
+def draw(job):
+    """The last or running sweep's points, per setting, new ones marked."""
+    got = ui_sweep.job_points(job)
+    if got is None:
         return
-    last = jobs.last_run()
-    if st.session_state.pop("was_running", False):
-        results.clear()  # the other pages see the new runs at once
-    if last is not None:
-        spec = last.get("spec", {})
-        text = (f"Last run ({', '.join(spec.get('variants', []))}; finished {last.get('finished')}): "
-                f"{last.get('message')}")
-        (st.success if last.get("status") == "done" else st.error)(text)
-    else:
-        st.info("No experiment is running.")
+    points, curve = got
+    with st.expander(f"Points of the sweep ({int(points['cached'].sum())}/{len(points)} runs cached, "
+                     f"{int(points['new'].sum())} computed by it)", expanded=bool(jobs.current_run())):
+        st.dataframe(curve.drop(columns=["dataset", "selection"], errors="ignore"), hide_index=True, width="stretch")
+    ui_sweep.new_points_note(curve, "alpha" if curve["alpha"].notna().any() else "bits")
 
 
-status()
+ui_sweep.job_panel("run", draw, idle="No experiment is running.")
 
 OWN_FOLDER = "your own folder..."
 c = st.columns([1, 2])
@@ -55,27 +47,56 @@ except QmoeError as e:
     st.error(f"Cannot use {dataset}: {e}")
     st.stop()
 
-with st.form("run"):
-    c = st.columns(2)
-    tasks = c[0].multiselect("Task", known_tasks, default=known_tasks[:1],
-                             help="major = ESC-50's 5 categories (the paper's task); class = the 50 classes, "
-                                  "or a folder dataset's class folders")
-    protocols = c[1].multiselect("Protocol", list(PROTOCOLS), default=["predefined"],
-                                 format_func=lambda p: f"{p}: {PROTOCOLS[p]}")
-    folds = c[0].multiselect("Folds (none picked = all of the dataset's folds)", list(range(1, 11)),
-                             help="ESC-50, Quinn and folder datasets have 5 folds; UrbanSound8K has 10")
-    variants = c[1].multiselect("Variants", list_variants(), default=["Q4-Base"])
-    submitted = st.form_submit_button("Run")
+single_variants = [v for v in list_variants() if v not in ui_sweep.moe_bases() and "QMoE" not in v]
+grid_tab, sweep_tab = st.tabs(["Grid of registered variants", "Sweep (alphas, bits, expert sets, MoE options)"])
+with grid_tab:
+    with st.form("run"):
+        c = st.columns(2)
+        tasks = c[0].multiselect("Task", known_tasks, default=known_tasks[:1],
+                                 help="major = ESC-50's 5 categories (the paper's task); class = the 50 classes, "
+                                      "or a folder dataset's class folders")
+        protocols = c[1].multiselect("Protocol", list(PROTOCOLS), default=["predefined"],
+                                     format_func=lambda p: f"{p}: {PROTOCOLS[p]}")
+        folds = c[0].multiselect("Folds (none picked = all of the dataset's folds)", list(range(1, 11)),
+                                 help="ESC-50, Quinn and folder datasets have 5 folds; UrbanSound8K has 10")
+        variants = c[1].multiselect("Variants", list_variants(), default=["Q4-Base"])
+        submitted = st.form_submit_button("Run")
 
-if submitted:
-    try:
-        info = jobs.start({"dataset": dataset, "tasks": tasks, "protocols": protocols, "variants": variants,
-                           "folds": sorted(folds) or None})
-    except jobs.RunInProgress as e:
-        st.error(str(e))
-    except QmoeError as e:
-        st.error(f"Cannot start: {e}")
-    else:
-        st.success(f"Started (pid {info['pid']}): {len(variants)} variant(s) x {len(tasks)} task(s) x "
-                   f"{len(protocols)} protocol(s) x {len(folds) or 'all'} fold(s). Progress shows above; the other pages "
-                   "read the cache and update as runs finish.")
+    if submitted:
+        try:
+            jobs.start({"dataset": dataset, "tasks": tasks, "protocols": protocols, "variants": variants,
+                        "folds": sorted(folds) or None})
+        except jobs.RunInProgress as e:
+            st.error(str(e))
+        except QmoeError as e:
+            st.error(f"Cannot start: {e}")
+        else:
+            st.rerun()  # the panel above follows the job; the other pages read the cache as runs land
+
+with sweep_tab:
+    st.caption("Any alphas, bit-widths, expert sets and MoE options at once: every combination of the MoE values is "
+               "applied to every MoE picked (and to an MoE of the expert set, the paper's MoE-C recipe otherwise); "
+               "single models run as they are. Points that differ only at inference time share one training.")
+    c = st.columns(2)
+    s_tasks = c[0].multiselect("Task", known_tasks, default=known_tasks[:1], key="s-tasks")
+    s_protocol = c[1].selectbox("Protocol", list(PROTOCOLS), format_func=lambda p: f"{p}: {PROTOCOLS[p]}",
+                                key="s-protocol")
+    s_variants = c[0].multiselect("Variants (MoE or single)", ui_sweep.moe_bases() + single_variants,
+                                  default=["BitNet-Q4/8-QMoE-C"], key="s-variants")
+    s_alphas = c[1].text_input("alphas (MoE)", "0.3", key="s-alphas")
+    s_bits = c[0].multiselect("Bit-widths (Q<k>-Base)", list(range(1, 17)), key="s-bits")
+    s_experts = c[1].multiselect("An expert set of your own (an MoE of these)", single_variants, key="s-experts")
+    st.markdown("MoE options, prefilled with the first MoE's own (only changed values go into a run's name):")
+    read_options = ui_sweep.moe_option_inputs(None if s_experts or not s_variants else
+                                              next((v for v in s_variants if v in ui_sweep.moe_bases()), None),
+                                              "s-moe")
+    read_folds = ui_sweep.fold_and_seed_inputs(dataset, s_protocol, "s-folds")
+    if st.button("Start the sweep", type="primary"):
+        def make_sweep():
+            folds, seeds = read_folds()
+            has_moe = any(v in ui_sweep.moe_bases() for v in s_variants) or s_experts
+            return {"variants": s_variants, "bits": s_bits, "experts": [s_experts] if s_experts else [],
+                    "alphas": ui_sweep.parse_values(s_alphas, float, "alphas") if has_moe else [],
+                    "moe": read_options() if has_moe else {}, "dataset": dataset, "tasks": s_tasks,
+                    "protocols": [s_protocol], "folds": folds, "seeds": seeds}
+        ui_sweep.start(make_sweep)

@@ -10,6 +10,7 @@ that is incomplete (fewer folds or seeds than asked) is `Missing`, never silentl
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,6 +24,13 @@ FOLDS = (1, 2, 3, 4, 5)
 SINGLE_ORDER = ("FP32-Base", "Q16-Base", "Q8-Base", "Q4-Base", "Q2-Base", "Q1-Base", "BitNet-Base", "Q8-Base-PTQ",
                 "Popcount-Base")
 BIT_SWEEP = ("Q1-Base", "Q2-Base", "Q4-Base", "Q8-Base", "Q16-Base")  # Table 2's BitLinear k-bit family
+
+
+def is_bitlinear(variant: str) -> bool:
+    """A BitLinear k-bit QAT single model, any k (`Q3-Base`, ...): the points of a bit-width curve."""
+    return re.fullmatch(r"Q\d+-Base", variant) is not None
+
+
 UNIFORM = "BitNet-Q4/8-QMoE-uniform"
 CURIOUS = {0.2: "BitNet-Q4/8-QMoE-C@0.2", 0.3: "BitNet-Q4/8-QMoE-C@0.3"}
 # MoE (learned router) -> its MoE-C twin with the same experts (alpha 0.3, the paper's Table 1/3 rows)
@@ -170,8 +178,10 @@ def bitwidth_table(df: pd.DataFrame, task: str, protocol: str, seed: int = 0) ->
     out["bytes_vs_fp32"] = out["model_bytes"] / fp32
     out.insert(0, "task", task)
     out.insert(1, "protocol", protocol)
-    order = {v: i for i, v in enumerate(SINGLE_ORDER)}
-    out = out.sort_values("variant", key=lambda c: c.map(order).fillna(99)).reset_index(drop=True)
+    order = {v: i for i, v in enumerate(SINGLE_ORDER)}  # FP32, BitLinear by bits (any k) from 16 down, the others
+    rank = out["variant"].map(lambda v: (1, -int(v[1:-5])) if is_bitlinear(v) else (2 * (v != "FP32-Base"),
+                                                                                    order.get(v, 99)))
+    out = out.iloc[sorted(range(len(out)), key=lambda i: rank.iloc[i])].reset_index(drop=True)
     return out[BITWIDTH_COLUMNS]
 
 

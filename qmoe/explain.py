@@ -265,7 +265,6 @@ def sweep_table(df: pd.DataFrame, store=None, task: str = "major", protocol: str
     """
     from .moe import UNIFORM_BASELINE
     from .reproduce import SWEEP_ALPHAS, sweep_config
-    from .stats import levene
     from .store import ResultStore
 
     store = store or ResultStore()
@@ -278,23 +277,68 @@ def sweep_table(df: pd.DataFrame, store=None, task: str = "major", protocol: str
         runs = sel[(sel.variant == cfg.variant) & (sel.options == opts)]
         if runs.empty:
             continue
-        row = {"alpha": alpha, "variant": cfg.variant, "options": opts, "folds": len(runs),
-               "f1_mean": runs.f1_macro.mean(), "f1_fold_std": runs.f1_macro.std(),
-               "latency_ms_std": runs.latency_ms_std.mean(), "levene_p_vs_uniform": np.nan,
-               "variance_reduction_vs_uniform": np.nan}
-        counts, names = None, None
-        for key in runs.key:
-            rec = store.get(key)
-            chosen = routing_arrays(store.arrays(key))["chosen_expert"]
-            names = rec["expert_names"]
-            c = np.bincount(chosen, minlength=len(names))
-            counts = c if counts is None else counts + c
-        for n, c in zip(names, counts / counts.sum()):
-            row[f"share:{n}"] = float(c)
-        if len(runs) >= 3 and len(base) >= 3:
-            t = levene(base, runs.f1_macro.to_numpy(), f"alpha={alpha} vs {UNIFORM_BASELINE}")
-            row["levene_p_vs_uniform"] = t.p
-            row["variance_reduction_vs_uniform"] = t.effect_size
+        rows.append({"alpha": alpha, "variant": cfg.variant, "options": opts, "folds": len(runs),
+                     "f1_mean": runs.f1_macro.mean(), "f1_fold_std": runs.f1_macro.std(),
+                     "latency_ms_std": runs.latency_ms_std.mean(),
+                     **_versus_uniform(base, runs.f1_macro.to_numpy(), f"alpha={alpha}"),
+                     **routing_shares(store, runs.key)})
+    return pd.DataFrame(rows)
+
+
+def routing_shares(store, keys) -> dict[str, float]:
+    """`share:<expert>`: the fraction of the runs' test samples (pooled) whose top-1 expert it is."""
+    counts, names = None, None
+    for key in keys:
+        chosen = routing_arrays(store.arrays(key))["chosen_expert"]
+        names = store.get(key)["expert_names"]
+        c = np.bincount(chosen, minlength=len(names))
+        counts = c if counts is None else counts + c
+    return {} if counts is None else {f"share:{n}": float(c) for n, c in zip(names, counts / counts.sum())}
+
+
+def _versus_uniform(base: np.ndarray, f1: np.ndarray, label: str) -> dict[str, float]:
+    """Levene's test of fold-F1 variance against the uniform-routing baseline (both need >= 3 folds)."""
+    from .moe import UNIFORM_BASELINE
+    from .stats import levene
+
+    if len(f1) < 3 or len(base) < 3:
+        return {"levene_p_vs_uniform": np.nan, "variance_reduction_vs_uniform": np.nan}
+    t = levene(base, f1, f"{label} vs {UNIFORM_BASELINE}")
+    return {"levene_p_vs_uniform": t.p, "variance_reduction_vs_uniform": t.effect_size}
+
+
+SWEEP_GROUP = ["base", "variant", "options", "dataset", "task", "protocol", "seed", "selection", "family", "bits",
+               "experts", "alpha", "temperature", "top_k", "mc_samples", "bayesian", "curiosity_mode",
+               "curiosity_in_training"]
+
+
+def sweep_curve(points: pd.DataFrame, store=None) -> pd.DataFrame:
+    """A sweep's points (`qmoe.sweep.points_frame` / `run_sweep`) as the curves a page draws: one row per setting,
+    over its cached folds: F1 mean and fold std, latency mean and within-run std (mean over folds), energy, bytes,
+    `new` (some fold was computed by the sweep), and for MoE rows the routing shares and Levene's test of the fold
+    F1 variance against the uniform-routing baseline (BitNet-Q4/8-QMoE-uniform, same task/protocol/seed/folds)."""
+    from .moe import UNIFORM_BASELINE
+    from .store import ResultStore
+    from .sweep import Sweep, points_frame
+
+    store = store or ResultStore()
+    done = points[points["cached"]]
+    rows, baselines = [], {}
+    for values, runs in done.groupby(SWEEP_GROUP, dropna=False, sort=False):
+        row = dict(zip(SWEEP_GROUP, values))
+        row.update(folds=runs["fold"].nunique(), f1_mean=runs["f1_macro"].mean(), f1_std=runs["f1_macro"].std(),
+                   latency_ms_mean=runs["latency_ms_mean"].mean(), latency_ms_std=runs["latency_ms_std"].mean(),
+                   energy_mj=runs["energy_mj"].mean(), model_bytes=runs["model_bytes"].iloc[0],
+                   new=bool(runs["new"].any()))
+        if row["family"] == "moe":
+            where = (row["dataset"], row["task"], row["protocol"], int(row["seed"]), row["selection"])
+            if where not in baselines:
+                base = points_frame(Sweep((UNIFORM_BASELINE,), dataset=where[0], tasks=(where[1],),
+                                          protocols=(where[2],), seeds=(where[3],), selection=where[4]), store)
+                baselines[where] = base[base["cached"]].set_index("fold")["f1_macro"]
+            base = baselines[where].reindex(runs["fold"]).dropna().to_numpy()
+            label = row["variant"] + (f" [{row['options']}]" if row["options"] else "")
+            row.update(_versus_uniform(base, runs["f1_macro"].to_numpy(), label), **routing_shares(store, runs["key"]))
         rows.append(row)
     return pd.DataFrame(rows)
 

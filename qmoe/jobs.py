@@ -88,6 +88,12 @@ def last_run(root=None) -> dict | None:
         return None
 
 
+def latest(root=None) -> dict | None:
+    """The running job's progress (`progress`), else the last finished job's outcome (`last_run`), else None. Both
+    carry the job's spec (a sweep's under spec["sweep"]), what and started: what a page draws the job's points from."""
+    return progress(root) or last_run(root)
+
+
 def validate(spec: dict) -> dict:
     """Check a job spec before anything starts (unknown variants etc. raise ConfigError)."""
     from .datasets import dataset_tasks

@@ -290,10 +290,10 @@ def f1_against_bits(df: pd.DataFrame, task: str = "major", protocol: str = "pred
     """Macro-F1 (± fold std) of the BitLinear k-bit experts against bits, FP32 as the reference line."""
     import plotly.graph_objects as go
 
-    from .analysis import BIT_SWEEP, bitwidth_table
+    from .analysis import bitwidth_table, is_bitlinear
 
     t = bitwidth_table(df, task, protocol)
-    sweep = t[t["variant"].isin(BIT_SWEEP)].sort_values("bits")
+    sweep = t[t["variant"].map(is_bitlinear)].sort_values("bits")
     fig = go.Figure(go.Scatter(x=sweep["bits"], y=sweep["f1_mean"], mode="lines+markers", name="Qk-Base (BitLinear)",
                                error_y=dict(type="data", array=sweep["f1_std"].fillna(0)),
                                text=sweep["variant"], hovertemplate="%{text}: F1 %{y:.3f}<extra></extra>"))

@@ -1,4 +1,5 @@
 """End to end in a real browser: `streamlit run app.py`, Debian's chromium driven by Playwright."""
+import contextlib
 import os
 import shutil
 import socket
@@ -22,11 +23,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def streamlit_server(workdir, **env):
+    """`streamlit run app.py` on a free port with `env` added (e.g. QMOE_RESULTS: its own store); yields its URL,
+    stops it after (killed if it does not stop in 20 s: a script thread still busy)."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "QMOE_CACHE": str(tmp_path_factory.mktemp("cache"))}  # cold embedding cache
+    log = workdir / "streamlit.log"
+    env = {**os.environ, "QMOE_CACHE": str(workdir / "cache"), **env}  # cold embedding cache
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                                  "--server.address", "127.0.0.1", "--server.headless", "true"],
@@ -46,9 +49,15 @@ def server(tmp_path_factory):
         proc.terminate()
         try:
             proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:  # a script thread still busy (Streamlit waits for it): end it
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with streamlit_server(tmp_path_factory.mktemp("server")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -125,3 +125,16 @@ def test_run_experiment_page_takes_a_folder_path_and_checks_it(tmp_path):
     assert "does not exist" in at.error[0].value
     _by_label(at.selectbox, "Dataset").select("esc50").run()
     assert not at.error and at.multiselect[0].options == ["major", "class", "reference-categories"]
+
+
+def test_bitwidth_page_draws_every_cached_bitlinear_width_on_one_curve():
+    """Q3/Q5/Q6-Base (issue 13's sweep) sit on the BitLinear k-bit line with Table 2's widths, F1 from the cache."""
+    import json
+
+    at = _run("4_Bit-width.py")
+    assert _by_label(at.selectbox, "Task").value == "major"
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    line = next(t for t in fig["data"] if t["name"] == "BitLinear k-bit")
+    assert {"Q1-Base", "Q2-Base", "Q3-Base", "Q4-Base", "Q5-Base", "Q6-Base", "Q8-Base", "Q16-Base"} <= set(line["text"])
+    table = at.dataframe[0].value.set_index("variant")
+    assert (table.loc[["Q3-Base", "Q5-Base", "Q6-Base"], "folds"] == 5).all()

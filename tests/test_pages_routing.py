@@ -146,7 +146,23 @@ def test_run_experiment_page_shows_progress_and_refuses_a_second_run(tmp_path, m
                                                        "done": 2, "total": 5, "current": "major/predefined/Q8-Base/fold 3"}))
     at.run()
     _ok(at)
-    at.button[0].click().run()  # the form's Run button
+    assert [b.label for b in at.button][:1] == ["Cancel the job"]  # the running job's, beside its progress
+    next(b for b in at.button if b.label == "Run").click().run()  # the grid form's Run button
     _ok(at)
     assert "already going" in at.error[0].value and "Q8-Base" in at.error[0].value
     assert at.get("progress")[0].value == 40  # 2 of 5 runs
+
+
+def test_run_experiment_sweep_tab_refuses_bad_values_with_the_reason_and_starts_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path)
+    at = _run("9_Run_experiment.py")
+    by_label = lambda widgets, label: next(w for w in widgets if w.label == label)  # noqa: E731
+    by_label(at.text_input, "alphas (MoE)").input("0.1, lots").run()
+    next(b for b in at.button if b.label == "Start the sweep").click().run()
+    _ok(at)
+    assert "Cannot start this sweep: alphas: 'lots' is not a number" in " ".join(e.value for e in at.error)
+    by_label(at.text_input, "alphas (MoE)").input("0.1").run()
+    by_label(at.text_input, "top-k").input("9").run()
+    next(b for b in at.button if b.label == "Start the sweep").click().run()
+    assert "top_k must be an integer between 1 and the number" in " ".join(e.value for e in at.error)
+    assert jobs.current_run(tmp_path) is None and not (tmp_path / jobs.JOB_NAME).exists()

@@ -230,6 +230,7 @@ def test_a_cancelled_sweep_job_leaves_only_whole_runs(tmp_path):
             assert time.monotonic() < deadline and jobs.last_run(tmp_path) is None, (tmp_path / "run.log").read_text()
             time.sleep(0.2)
         assert 0 < p["fraction"] < 1 and p["eta_s"] > 0 and p["run_seconds"] > 0 and p["status"] == "running"
+        assert jobs.latest(tmp_path)["spec"]["sweep"] == sweep.to_dict()  # what the pages draw from
         assert jobs.cancel(tmp_path)["status"] == "cancelling"
         last = jobs.wait(tmp_path, timeout=120)
     finally:  # never leave a job running behind a failed test
@@ -237,7 +238,7 @@ def test_a_cancelled_sweep_job_leaves_only_whole_runs(tmp_path):
             jobs.cancel(tmp_path)
             jobs.wait(tmp_path, timeout=120)
     assert last["status"] == "cancelled", (tmp_path / "run.log").read_text()[-2000:]
-    assert jobs.progress(tmp_path) is None and jobs.cancel(tmp_path) is None
+    assert jobs.progress(tmp_path) is None and jobs.cancel(tmp_path) is None and jobs.latest(tmp_path) == last
     keys = _whole_runs_only(ResultStore(tmp_path))
     assert 1 <= len(keys) == last["runs"] < 12
     deadline = time.monotonic() + 120
@@ -260,3 +261,32 @@ def test_the_sweep_command_refuses_bad_sweeps(argv, message, capsys):
 
     assert main(argv) == 2
     assert __import__("re").search(message, capsys.readouterr().err)
+
+
+def test_a_sweeps_curve_is_the_grids_alpha_stage_where_they_meet():
+    """sweep_curve (what the sweep pages draw) on the cached 'alpha sweep' points equals the stage's own table."""
+    from qmoe.explain import sweep_curve, sweep_table
+    from qmoe.results import results_frame
+
+    curve = sweep_curve(points_frame(Sweep(["BitNet-Q4/8-QMoE-C"], alphas=[0.02, 0.2, 0.3, 0.5])))
+    stage = sweep_table(results_frame()).set_index("alpha").loc[[0.02, 0.2, 0.3, 0.5]]
+    assert list(curve["alpha"]) == [0.02, 0.2, 0.3, 0.5] and (curve["folds"] == 5).all() and not curve["new"].any()
+    for column in ("f1_mean", "levene_p_vs_uniform", "share:Q4-Base", "latency_ms_std"):
+        np.testing.assert_allclose(curve[column], stage[column if column != "f1_std" else "f1_fold_std"])
+    np.testing.assert_allclose(curve["f1_std"], stage["f1_fold_std"])
+    bits = sweep_curve(points_frame(Sweep(bits=[3, 5, 6])))
+    assert list(bits["variant"]) == ["Q3-Base", "Q5-Base", "Q6-Base"] and (bits["folds"] == 5).all()
+    assert "levene_p_vs_uniform" not in bits or bits["levene_p_vs_uniform"].isna().all()  # no routing: no test
+
+
+def test_sweep_inputs_are_read_and_refused_with_the_bad_entry_named():
+    from qmoe.ui_sweep import parse_values
+
+    assert parse_values("0.05, 0.5 0.7,0.5", float, "alphas") == [0.05, 0.5, 0.7]
+    assert parse_values("3 5,6", int, "bits") == [3, 5, 6] and parse_values(" ", int) == []
+    with pytest.raises(ConfigError, match="alphas: 'x' is not a number"):
+        parse_values("0.1, x", float, "alphas")
+    with pytest.raises(ConfigError, match="seeds: '1.5' is not an integer"):
+        parse_values("1.5", int, "seeds")
+    with pytest.raises(ConfigError, match="not a finite number"):
+        parse_values("nan", float, "alphas")
