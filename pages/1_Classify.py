@@ -10,9 +10,10 @@ import streamlit as st
 from qmoe import paths
 from qmoe.errors import QmoeError
 from qmoe.inference import AGGREGATION, classify, describe_scores, model_scores, onnx_file, shipped_models
-from qmoe.ui import probability_bars, show_routing_decision, trained_model, waveform_figure, window_timeline
+from qmoe.ui import (page_config, probability_bars, show_routing_decision, trained_model, waveform_figure,
+                     window_timeline)
 
-st.set_page_config(page_title="qmoe · Classify", page_icon="🎧", layout="wide")
+page_config("Classify")
 st.title("Classify a sound")
 
 models = shipped_models()

@@ -6,8 +6,8 @@ import streamlit as st
 from qmoe.explain import confidence_by_expert, explain, filter_routing, routing_table, sample_routing
 from qmoe.errors import QmoeError
 from qmoe.inference import classify, shipped_models
-from qmoe.ui import (csv_download, leak_free_first, paper_dataset_first, paper_task_first, results, routing_bars,
-                     run_arrays, run_label, run_record, show_routing_decision, trained_model)
+from qmoe.ui import (csv_download, leak_free_first, page_config, paper_dataset_first, paper_task_first, results,
+                     routing_bars, run_arrays, run_label, run_record, show_routing_decision, trained_model)
 from qmoe.variants import list_variants
 
 MOE_NAMES = set(list_variants("moe"))
@@ -28,7 +28,7 @@ def samples(keys: tuple[str, ...], folds: tuple[int, ...]) -> tuple[pd.DataFrame
               zip(table["fold"], table["sample"], table["true_class"], table["predicted"], table["expert"])]
     return table, rec["expert_names"], rec["class_names"], labels
 
-st.set_page_config(page_title="qmoe · Routing explorer", page_icon="🎧", layout="wide")
+page_config("Routing explorer")
 st.title("Routing explorer")
 st.markdown("Every test sample of a cached Mixture-of-Experts run, with the expert the router chose for it, "
             "its routing probabilities before and after the curiosity term, and its uncertainty. "

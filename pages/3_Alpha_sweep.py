@@ -5,12 +5,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe.explain import RECOMPUTED, reroute, run_alpha, sweep_table
-from qmoe.ui import (csv_download, leak_free_first, paper_task_first, results, run_arrays, run_label, run_record,
-                     store_state)
 from qmoe import ui_sweep
+from qmoe.explain import RECOMPUTED, reroute, run_alpha, sweep_table
+from qmoe.ui import (csv_download, leak_free_first, page_config, paper_task_first, results, run_arrays, run_label,
+                     run_record, store_state)
 
-st.set_page_config(page_title="qmoe · Alpha sweep", page_icon="🎧", layout="wide")
+page_config("Alpha sweep")
 st.title("Curiosity strength alpha")
 st.markdown("Eq. 8 multiplies each expert's routing probability by exp(alpha · KL(expert || experts' mean)). "
             "The paper: alpha = 0.02 collapses routing onto one expert, 0.2-0.3 keep it useful and cut the "

@@ -5,9 +5,9 @@ import streamlit as st
 
 from qmoe import ui_sweep
 from qmoe.analysis import is_bitlinear
-from qmoe.ui import RUNTIME_LABELS, csv_download, pick_slice, results, runtime_picker, slice_table
+from qmoe.ui import RUNTIME_LABELS, csv_download, page_config, pick_slice, results, runtime_picker, slice_table
 
-st.set_page_config(page_title="qmoe · Bit-width", page_icon="🎧", layout="wide")
+page_config("Bit-width")
 st.title("Bit-width sweep")
 st.markdown("Single-model variants of the paper's Table 2 (BitLinear 1–16 bit, any width in between: `Q<k>-Base`) "
             "and the other single experts "

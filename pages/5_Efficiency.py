@@ -6,9 +6,9 @@ import streamlit as st
 
 from qmoe.analysis import deployment_table
 from qmoe.energy import PAPER_G_PER_KWH
-from qmoe.ui import RUNTIME_LABELS, csv_download, pick_slice, results, runtime_picker, slice_table
+from qmoe.ui import RUNTIME_LABELS, csv_download, page_config, pick_slice, results, runtime_picker, slice_table
 
-st.set_page_config(page_title="qmoe · Efficiency", page_icon="🎧", layout="wide")
+page_config("Efficiency")
 st.title("Efficiency: latency, energy, CO₂")
 
 c0, c1, c2, c3 = st.columns(4)

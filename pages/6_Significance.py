@@ -6,9 +6,9 @@ import streamlit as st
 
 from qmoe.analysis import CONFIDENCE_VARIANT, Missing, routing_confidence
 from qmoe.store import ResultStore
-from qmoe.ui import csv_download, pick_slice, results, slice_table, store_state
+from qmoe.ui import csv_download, page_config, pick_slice, results, slice_table, store_state
 
-st.set_page_config(page_title="qmoe · Significance", page_icon="🎧", layout="wide")
+page_config("Significance")
 st.title("Significance tests")
 st.markdown("Paired t-tests on the 5 fold scores, Bonferroni-corrected within each family; variance claims tested "
             "**across seeds** (Levene on fold deviations from each seed's mean, and Welch on per-seed fold stds), with "

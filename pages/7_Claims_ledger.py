@@ -3,9 +3,9 @@ import qmoe  # noqa: F401  (first: fixes thread counts)
 import streamlit as st
 
 from qmoe.claims import FAILS, HOLDS, NOT_RUN, UNTESTABLE
-from qmoe.ui import cached_ledger, csv_download
+from qmoe.ui import cached_ledger, csv_download, page_config
 
-st.set_page_config(page_title="qmoe · Claims ledger", page_icon="🎧", layout="wide")
+page_config("Claims ledger")
 st.title("Claims ledger")
 st.markdown("One row per numeric claim of the paper (abstract, Sec. 5, Tables 2–8, Appendix), with the paper's value, "
             "ours under the paper's protocol (shuffled folds, leaky) and under the leak-free predefined ESC-50 folds, "

@@ -7,9 +7,9 @@ import streamlit as st
 from qmoe.errors import QmoeError
 from qmoe.explain import expert_costs_ms, routing_arrays, walkthrough
 from qmoe.inference import shipped_models
-from qmoe.ui import csv_download, dataset, run_arrays, trained_model
+from qmoe.ui import csv_download, dataset, page_config, run_arrays, trained_model
 
-st.set_page_config(page_title="qmoe · Learn", page_icon="🎧", layout="wide")
+page_config("Learn")
 st.title("Learn: how the curious Bayesian router decides")
 
 moe_models = {k: v for k, v in shipped_models().items() if "QMoE-C" in k}

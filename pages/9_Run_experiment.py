@@ -6,9 +6,9 @@ from qmoe import jobs, ui_sweep
 from qmoe.datasets import PROTOCOLS, list_datasets
 from qmoe.errors import QmoeError
 from qmoe.variants import list_variants
-from qmoe.ui import dataset_task_names, paper_task_first
+from qmoe.ui import dataset_task_names, page_config, paper_task_first
 
-st.set_page_config(page_title="qmoe · Run experiment", page_icon="🎧", layout="wide")
+page_config("Run experiment")
 st.title("Run an experiment")
 st.markdown("Cross-validation runs go through the engine in one background job on both cores and are cached under "
             "their full config: a run that is already cached is read back, not recomputed. One job at a time (a "

@@ -8,6 +8,19 @@ import pandas as pd
 import streamlit as st
 
 
+def page_config(title: str) -> None:
+    """Every page's first call: its tab title, and the app's own navigation even on a fresh server. Streamlit sees
+    `pages/` beside app.py and, until some session has run app.py (whose st.navigation turns that mode off), runs a
+    page URL's script alone: sidebar "app", no Overview. A page that finds itself run so switches the mode off and
+    reruns, through app.py, on the same URL."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    st.set_page_config(page_title=f"qmoe · {title}", page_icon="🎧", layout="wide")
+
+
 def store_state() -> tuple:
     """The result store's state, as cheap as one stat and one listing: what every cached frame below is keyed on,
     so a run cached, replaced or dropped shows on the next rerun and nothing is re-read otherwise."""

@@ -15,6 +15,8 @@ from tests.conftest import ROOT
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"]
+SCRIPT_DONE = ("() => document.querySelector('.stApp')?.getAttribute('data-test-script-state') === 'notRunning'"
+               " && !document.querySelector('[data-testid=\"stSkeleton\"]')")
 
 
 def _free_port() -> int:
@@ -70,6 +72,19 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def test_a_fresh_servers_first_visitor_on_a_page_url_gets_the_apps_navigation(browser, tmp_path):
+    """Streamlit runs a page URL's script alone until app.py has run once (pages/ beside it): the page must
+    reroute itself through app.py, so the very first visitor sees the Overview entry, not "app"."""
+    with streamlit_server(tmp_path) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(f"{url}/Bit-width", wait_until="networkidle")
+        page.get_by_role("heading", name="Bit-width sweep").wait_for(timeout=120_000)
+        page.wait_for_function(SCRIPT_DONE, timeout=120_000)
+        nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Overview" in nav and "app" not in nav.split(), nav
+        page.close()
 
 
 MAJOR = {"animals", "natural_soundscapes", "human_non_speech", "interior_domestic", "exterior_urban"}
@@ -156,8 +171,6 @@ def test_routing_explorer_routes_an_uploaded_fold4_clip(server, browser, shared_
     page.screenshot(path=str(tmp_path / "routing-explorer-upload.png"), full_page=True)
 
 
-SCRIPT_DONE = ("() => document.querySelector('.stApp')?.getAttribute('data-test-script-state') === 'notRunning'"
-               " && !document.querySelector('[data-testid=\"stSkeleton\"]')")
 PAGES = ["", "Classify", "Routing_explorer", "Alpha_sweep", "Bit-width", "Efficiency", "Significance",
          "Claims_ledger", "Learn", "Run_experiment"]
 
