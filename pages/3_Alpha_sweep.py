@@ -4,9 +4,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe.explain import RECOMPUTED, reroute, run_alpha, sweep_table
-from qmoe.ui import (csv_download, leak_free_first, paper_task_first, results, run_arrays, run_label, run_record,
-                     store_state)
+from qmoe.analysis.explain import RECOMPUTED, reroute, run_alpha, sweep_table
+from qmoe.app.ui import (csv_download, leak_free_first, paper_task_first, results, run_arrays, run_label, run_record,
+                         store_state)
 
 st.set_page_config(page_title="qmoe · Alpha sweep", page_icon="🎧", layout="wide")
 st.title("Curiosity strength alpha")

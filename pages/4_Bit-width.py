@@ -3,8 +3,8 @@ import qmoe  # noqa: F401  (first: fixes thread counts)
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe.analysis import BIT_SWEEP
-from qmoe.ui import RUNTIME_LABELS, csv_download, pick_slice, results, runtime_picker, slice_table
+from qmoe.analysis.tables import BIT_SWEEP
+from qmoe.app.ui import RUNTIME_LABELS, csv_download, pick_slice, results, runtime_picker, slice_table
 
 st.set_page_config(page_title="qmoe · Bit-width", page_icon="🎧", layout="wide")
 st.title("Bit-width sweep")

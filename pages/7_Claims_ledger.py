@@ -2,8 +2,8 @@
 import qmoe  # noqa: F401  (first: fixes thread counts)
 import streamlit as st
 
-from qmoe.claims import FAILS, HOLDS, NOT_RUN, UNTESTABLE
-from qmoe.ui import cached_ledger, csv_download
+from qmoe.analysis.claims import FAILS, HOLDS, NOT_RUN, UNTESTABLE
+from qmoe.app.ui import cached_ledger, csv_download
 
 st.set_page_config(page_title="qmoe · Claims ledger", page_icon="🎧", layout="wide")
 st.title("Claims ledger")

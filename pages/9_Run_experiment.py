@@ -1,15 +1,15 @@
 """Run an experiment from the app: one background run at a time; results land in the cache."""
 import streamlit as st
 
-from qmoe import jobs
+from qmoe.experiments import jobs
 from qmoe.datasets import PROTOCOLS, list_datasets
-from qmoe.errors import QmoeError
-from qmoe.variants import list_variants
-from qmoe.ui import dataset_task_names, paper_task_first, results
+from qmoe.core.errors import QmoeError
+from qmoe.models.registry import list_variants
+from qmoe.app.ui import dataset_task_names, paper_task_first, results
 
 st.set_page_config(page_title="qmoe · Run experiment", page_icon="🎧", layout="wide")
 st.title("Run an experiment")
-st.markdown("Cross-validation runs go through the engine (`qmoe.experiment.run_grid`) in a background process and "
+st.markdown("Cross-validation runs go through the engine (`qmoe.experiments.experiment.run_grid`) in a background process and "
             "are cached under their full config: a run that is already cached is read back, not recomputed. "
             "Only one run at a time (a lock file under `results/`). CPU only: an MoE fold takes about a minute.")
 

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from qmoe import jobs
-from qmoe.errors import ConfigError
-from qmoe.executors import expected_keys, share_training
-from qmoe.experiment import DataCache, RunConfig, fit_fold, fit_shared, full_config, run_key
-from qmoe.moe import MOE_PART_DEFAULTS, moe_name
-from qmoe.quantizers import BitLinear
-from qmoe.reproduce import sweep_config
-from qmoe.store import ResultStore
-from qmoe.sweep import Sweep, points_frame, run_sweep, summary
-from qmoe.variants import create_model, get_variant
+from qmoe.core.errors import ConfigError
+from qmoe.experiments import jobs
+from qmoe.experiments.executors import expected_keys, share_training
+from qmoe.experiments.experiment import DataCache, RunConfig, fit_fold, fit_shared, full_config, run_key
+from qmoe.experiments.reproduce import sweep_config
+from qmoe.experiments.store import ResultStore
+from qmoe.experiments.sweep import Sweep, points_frame, run_sweep, summary
+from qmoe.models.moe import MOE_PART_DEFAULTS, moe_name
+from qmoe.models.quantizers import BitLinear
+from qmoe.models.registry import create_model, get_variant
 
 TINY = {"hidden": [16]}  # a small expert: a run takes seconds
 PARTS = dict(alpha=0.25, temperature=0.5, top_k=2, mc_samples=3, bayesian=True, curiosity_mode="reference-rebuttal",
@@ -192,9 +192,9 @@ def test_a_sweep_computes_what_is_missing_then_reads_it_back(tmp_path, tiny_swee
     assert reports[1]["run_seconds"] > 0 and reports[1]["eta_s"] > 0
     assert {p.stem for p in store.runs.glob("*.json")} == set(df["key"]) == {p.stem for p in store.runs.glob("*.npz")}
 
-    import qmoe.executors
+    import qmoe.experiments.executors
 
-    monkeypatch.setattr(qmoe.executors, "get_executor", lambda *a, **k: pytest.fail("a cached sweep started workers"))
+    monkeypatch.setattr(qmoe.experiments.executors, "get_executor", lambda *a, **k: pytest.fail("a cached sweep started workers"))
     again = run_sweep(tiny_sweep, store, progress=False)
     assert not again["new"].any() and again["cached"].all()
     assert again.drop(columns="new").equals(df.drop(columns="new"))
