@@ -11,7 +11,7 @@ PAGES_DIR = Path(__file__).parent / "pages"
 
 
 def overview() -> None:
-    from qmoe import ui
+    from qmoe.app import ui
 
     st.title("qmoe — curiosity-driven quantized Mixture-of-Experts")
     st.markdown(

@@ -5,7 +5,7 @@
     python bench/grid.py --naive [--variants FP32-Base,Q8-Base-PTQ] [--folds 1 2] [--workers 2]
 
 The sweep (default: issue 13's target, 3 alphas x 5 folds of BitNet-Q4/8-QMoE-C, <= 150 s on this 2-core machine)
-runs through `qmoe.sweep.run_sweep` (2 worker processes that share datasets and prepared folds, the driver's one-time
+runs through `qmoe.experiments.sweep.run_sweep` (2 worker processes that share datasets and prepared folds, the driver's one-time
 setup inherited, longest runs first) into an empty temporary store. The per-run loop is what a grid cost before:
 `experiment.run` one config after another in one process (as the app's background jobs ran), each preparing its own
 data; it is timed on `--loop-runs` of the sweep's configs (0: all of them) and scaled to the sweep's size. The full
@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import qmoe  # noqa: E402,F401  (fixes thread counts before numpy/torch)
-from qmoe import reproduce as R  # noqa: E402
-from qmoe.experiment import RunConfig, run  # noqa: E402
-from qmoe.store import ResultStore  # noqa: E402
-from qmoe.sweep import DEFAULT_VARIANT, Sweep, run_sweep  # noqa: E402
+from qmoe.experiments import reproduce as R  # noqa: E402
+from qmoe.experiments.experiment import RunConfig, run  # noqa: E402
+from qmoe.experiments.store import ResultStore  # noqa: E402
+from qmoe.experiments.sweep import DEFAULT_VARIANT, Sweep, run_sweep  # noqa: E402
 
 TARGET_S = 150.0  # issue 13: 3 alphas x 5 folds of BitNet-Q4/8-QMoE-C on this 2-core machine
 
@@ -48,7 +48,7 @@ def full_grid_loop_estimate(loop_overhead_s: float, fallback_s: float) -> tuple[
     median of its variant family's cached runs, or `fallback_s`."""
     import json
 
-    from qmoe.variants import get_variant
+    from qmoe.models.registry import get_variant
 
     def cached(key):  # read-only: a bench never moves or rewrites anything in the results folder
         try:

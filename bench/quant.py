@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qmoe.datasets import get_dataset  # noqa: E402
-from qmoe.experiment import _scaler  # noqa: E402
-from qmoe.variants import create_model, list_variants  # noqa: E402
+from qmoe.experiments.experiment import _scaler  # noqa: E402
+from qmoe.models.registry import create_model, list_variants  # noqa: E402
 
 BATCHES = (1, 400)
 

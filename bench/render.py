@@ -16,9 +16,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qmoe.audio import load_audio, training_windows  # noqa: E402
-from qmoe.paths import SHARED_DIR  # noqa: E402
-from qmoe.spectrogram import mel_db, render_figure, render_figure_matplotlib  # noqa: E402
+from qmoe.audio.decode import load_audio, training_windows  # noqa: E402
+from qmoe.audio.spectrogram import mel_db, render_figure, render_figure_matplotlib  # noqa: E402
+from qmoe.core.paths import SHARED_DIR  # noqa: E402
 
 
 def per_clip_seconds(fn, clips):

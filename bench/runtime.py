@@ -6,7 +6,7 @@ Models: each registered variant trained as the grid's esc50/major/predefined fol
 checkpoints cached under the qmoe cache, so a second run does not retrain), and the shipped models. Inputs: the
 400 fold-4 embeddings, standardized by each model's own statistics. Per model and runtime: batch-1 median and p99
 over every clip (`rounds` interleaved passes: each round times every model once, so slow spells of a shared
-machine hit all models alike; through `qmoe.measure.latency`, the harness the grid uses), batch-400 time per
+machine hit all models alike; through `qmoe.measure.timing.latency`, the harness the grid uses), batch-400 time per
 sample, the ratio to FP32-Base on the same runtime, and parity (share of clips where ONNX Runtime predicts the
 engine's class; max |probability difference|). MoE rows add the ratio to their slowest expert on ONNX Runtime.
 Ratios are what matter: other work on the machine slows every row.
@@ -24,19 +24,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import qmoe  # noqa: E402,F401  (fixes thread counts before numpy/torch)
 import numpy as np  # noqa: E402
 
-from qmoe import checkpoint, paths  # noqa: E402
+from qmoe.app.inference import SHIP_FOLD, model_file_stem, shipped_models  # noqa: E402
+from qmoe.core import paths  # noqa: E402
 from qmoe.datasets import get_dataset  # noqa: E402
 from qmoe.deploy.runtime import RUNTIMES, load, parity  # noqa: E402
-from qmoe.experiment import RunConfig, fit_fold  # noqa: E402
-from qmoe.inference import SHIP_FOLD, model_file_stem, shipped_models  # noqa: E402
-from qmoe.measure import latency  # noqa: E402
-from qmoe.reproduce import MOE, SINGLE  # noqa: E402
+from qmoe.experiments.experiment import RunConfig, fit_fold  # noqa: E402
+from qmoe.experiments.reproduce import MOE, SINGLE  # noqa: E402
+from qmoe.measure.timing import latency  # noqa: E402
+from qmoe.models import checkpoint  # noqa: E402
 
 
 def fold4_model(variant: str) -> checkpoint.TrainedModel:
     """The grid's esc50/major/predefined fold-4 model of `variant` (trained once, then read from the cache)."""
     cfg = RunConfig("esc50", "major", "predefined", variant, SHIP_FOLD, 0)
-    from qmoe.experiment import run_key
+    from qmoe.experiments.experiment import run_key
 
     path = paths.CACHE_DIR / "bench-models" / f"{run_key(cfg)}-{model_file_stem('esc50', 'major', variant)}"
     if not path.with_suffix(".safetensors").exists():

@@ -2,7 +2,7 @@
 
     python bench/train.py [--variants FP32-Base Q4-Base ...] [--fold 1] [--seed 0] [--repeats 1]
 
-Each run is `qmoe.experiment.fit_fold` (esc50 / major / predefined, validation-split early stopping), the very
+Each run is `qmoe.experiments.experiment.fit_fold` (esc50 / major / predefined, validation-split early stopping), the very
 call the result grid makes, so `seconds` is the run's recorded `train_seconds` (the `fit` call inside the energy
 tracker, with QMOE_THREADS torch threads). The F1 is the trained (deployable) model's on the test fold. With
 `--repeats N` each variant trains N times, interleaved, and the median time is printed (the machine is shared,
@@ -26,8 +26,8 @@ import torch  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 import qmoe  # noqa: E402
-from qmoe.experiment import THREADS, RunConfig, fit_fold  # noqa: E402
-from qmoe.measure import torch_threads  # noqa: E402
+from qmoe.experiments.experiment import THREADS, RunConfig, fit_fold  # noqa: E402
+from qmoe.measure.timing import torch_threads  # noqa: E402
 
 VARIANTS = ("FP32-Base", "Q4-Base", "BitNet-Base", "Q8-Base-PTQ", "BitNet-Q4/8-QMoE-uniform",
             "BitNet-Q4/8-QMoE-C@0.3")

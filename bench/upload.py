@@ -2,7 +2,7 @@
 
     python bench/upload.py [--clips 10]
 
-What is timed, per clip: `qmoe.inference.classify` on the clip's FLAC bytes with the shipped MoE-C
+What is timed, per clip: `qmoe.app.inference.classify` on the clip's FLAC bytes with the shipped MoE-C
 model, i.e. decode, render the ESC-50 figure, embed it with the backbone, and the MoE with its
 10 Monte Carlo router passes (fixed dropout masks), run on ONNX Runtime (1 intra-op thread) in one pass whose
 routing outputs give the prediction and the routing record Classify draws. The model and the backbone are warm (loaded once, as st.cache_resource keeps them in the app); the embedding cache is cold (a
@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from qmoe.backbones import get_backbone  # noqa: E402
-from qmoe.inference import classify, load_model, shipped_models  # noqa: E402
-from qmoe.paths import SHARED_DIR  # noqa: E402
+from qmoe.app.inference import classify, load_model, shipped_models  # noqa: E402
+from qmoe.audio.backbones import get_backbone  # noqa: E402
+from qmoe.core.paths import SHARED_DIR  # noqa: E402
 
 BUDGET_S = 0.15
 

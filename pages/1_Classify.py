@@ -7,11 +7,11 @@ import json
 
 import streamlit as st
 
-from qmoe import paths
-from qmoe.errors import QmoeError
-from qmoe.inference import AGGREGATION, classify, describe_scores, model_scores, onnx_file, shipped_models
-from qmoe.ui import (page_config, probability_bars, show_routing_decision, trained_model, waveform_figure,
-                     window_timeline)
+from qmoe.app.inference import AGGREGATION, classify, describe_scores, model_scores, onnx_file, shipped_models
+from qmoe.app.ui import (page_config, probability_bars, show_routing_decision, trained_model, waveform_figure,
+                         window_timeline)
+from qmoe.core import paths
+from qmoe.core.errors import QmoeError
 
 page_config("Classify")
 st.title("Classify a sound")

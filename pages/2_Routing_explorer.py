@@ -3,12 +3,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe.explain import confidence_by_expert, explain, filter_routing, routing_table, sample_routing
-from qmoe.errors import QmoeError
-from qmoe.inference import classify, shipped_models
-from qmoe.ui import (csv_download, leak_free_first, page_config, paper_dataset_first, paper_task_first, results,
-                     routing_bars, run_arrays, run_label, run_record, show_routing_decision, trained_model)
-from qmoe.variants import list_variants
+from qmoe.analysis.explain import confidence_by_expert, explain, filter_routing, routing_table, sample_routing
+from qmoe.app.inference import classify, shipped_models
+from qmoe.app.ui import (csv_download, leak_free_first, page_config, paper_dataset_first, paper_task_first, results,
+                         routing_bars, run_arrays, run_label, run_record, show_routing_decision, trained_model)
+from qmoe.core.errors import QmoeError
+from qmoe.models.registry import list_variants
 
 MOE_NAMES = set(list_variants("moe"))
 

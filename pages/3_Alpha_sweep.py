@@ -5,10 +5,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe import ui_sweep
-from qmoe.explain import RECOMPUTED, reroute, run_alpha, sweep_table
-from qmoe.ui import (csv_download, leak_free_first, page_config, paper_task_first, results, run_arrays, run_label,
-                     run_record, store_state)
+from qmoe.analysis.explain import RECOMPUTED, reroute, run_alpha, sweep_table
+from qmoe.app import sweeps
+from qmoe.app.ui import (csv_download, leak_free_first, page_config, paper_task_first, results, run_arrays, run_label,
+                         run_record, store_state)
 
 page_config("Alpha sweep")
 st.title("Curiosity strength alpha")
@@ -41,22 +41,22 @@ with st.form("alpha-sweep"):
                "curiosity at that alpha), one run per fold and seed, on both cores; points already cached are read "
                "back. An MoE-C fold takes about half a minute here.")
     c = st.columns([2, 3])
-    base = c[0].selectbox("MoE", ui_sweep.moe_bases(), help="the paper's MoE-C recipes first")
+    base = c[0].selectbox("MoE", sweeps.moe_bases(), help="the paper's MoE-C recipes first")
     alphas = c[1].text_input("alphas (several at once)", "0.05, 0.5, 0.7")
-    read_options = ui_sweep.moe_option_inputs(base, "alpha-sweep")
-    read_folds = ui_sweep.fold_and_seed_inputs("esc50", protocol, "alpha-sweep")
+    read_options = sweeps.moe_option_inputs(base, "alpha-sweep")
+    read_folds = sweeps.fold_and_seed_inputs("esc50", protocol, "alpha-sweep")
     if st.form_submit_button("Start the sweep"):
         def make_sweep():
             folds, seeds = read_folds()
-            return {"variants": [base], "alphas": ui_sweep.parse_values(alphas, float, "alphas"),
+            return {"variants": [base], "alphas": sweeps.parse_values(alphas, float, "alphas"),
                     "moe": read_options(), "tasks": [task], "protocols": [protocol], "folds": folds,
                     "seeds": seeds}
-        ui_sweep.start(make_sweep)
+        sweeps.start(make_sweep)
 
 
 def draw(job):
     """The job's sweep against alpha, the grid's cached stage in grey beside it."""
-    got = ui_sweep.job_points(job)
+    got = sweeps.job_points(job)
     if got is None:
         return
     points, curve = got
@@ -68,14 +68,14 @@ def draw(job):
     reference = cached_sweep(curve["task"].iloc[0], curve["protocol"].iloc[0], store_state()).rename(
         columns={"f1_fold_std": "f1_std"})
     left, right = st.columns(2)
-    left.plotly_chart(ui_sweep.curve_figure(curve, "alpha", "f1_mean", "f1_std", "Macro-F1 (± fold std)",
+    left.plotly_chart(sweeps.curve_figure(curve, "alpha", "f1_mean", "f1_std", "Macro-F1 (± fold std)",
                                             reference, "cached grid (alpha sweep stage)"),
                       width="stretch", key="sweep-f1")
-    right.plotly_chart(ui_sweep.curve_figure(curve, "alpha", "levene_p_vs_uniform",
+    right.plotly_chart(sweeps.curve_figure(curve, "alpha", "levene_p_vs_uniform",
                                              title="Levene p, fold-F1 variance vs uniform routing",
                                              reference=reference, reference_name="cached grid"),
                        width="stretch", key="sweep-levene")
-    left.plotly_chart(ui_sweep.curve_figure(curve, "alpha", "latency_ms_mean", "latency_ms_std",
+    left.plotly_chart(sweeps.curve_figure(curve, "alpha", "latency_ms_mean", "latency_ms_std",
                                             "Latency per sample, ms (± within-run std)"),
                       width="stretch", key="sweep-latency")
     share_cols = [k for k in curve.columns if k.startswith("share:")]
@@ -84,12 +84,12 @@ def draw(job):
     fig.update_layout(barmode="stack", height=340, title="Routing share per expert", xaxis_title="alpha",
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
     right.plotly_chart(fig, width="stretch", key="sweep-shares")
-    ui_sweep.new_points_note(curve, "alpha")
+    sweeps.new_points_note(curve, "alpha")
     with st.expander("The sweep's points, per setting"):
         st.dataframe(curve, hide_index=True, width="stretch")
 
 
-ui_sweep.job_panel("alpha", draw)
+sweeps.job_panel("alpha", draw)
 
 st.subheader("Cached sweep (trained and evaluated at each alpha)")
 if sweep.empty:

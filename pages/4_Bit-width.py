@@ -3,9 +3,9 @@ import qmoe  # noqa: F401  (first: fixes thread counts)
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe import ui_sweep
-from qmoe.analysis import is_bitlinear
-from qmoe.ui import RUNTIME_LABELS, csv_download, page_config, pick_slice, results, runtime_picker, slice_table
+from qmoe.analysis.tables import is_bitlinear
+from qmoe.app import sweeps
+from qmoe.app.ui import RUNTIME_LABELS, csv_download, page_config, pick_slice, results, runtime_picker, slice_table
 
 page_config("Bit-width")
 st.title("Bit-width sweep")
@@ -27,13 +27,13 @@ with st.expander("Sweep other bit-widths (background job)", expanded=False):
         st.caption(f"Trains and evaluates `Q<k>-Base` (BitLinear k-bit QAT) for each k on {dataset} / {task} / "
                    f"{protocol}, one run per fold and seed, on both cores; cached points are read back.")
         bits = st.multiselect("Bit-widths", list(range(1, 17)), placeholder="pick one or more of 1..16")
-        read_folds = ui_sweep.fold_and_seed_inputs(dataset, protocol, "bit-sweep")
+        read_folds = sweeps.fold_and_seed_inputs(dataset, protocol, "bit-sweep")
         if st.form_submit_button("Start the sweep"):
             def make_sweep():
                 folds, seeds = read_folds()
                 return {"bits": bits, "dataset": dataset, "tasks": [task], "protocols": [protocol], "folds": folds,
                         "seeds": seeds}
-            ui_sweep.start(make_sweep)
+            sweeps.start(make_sweep)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -51,8 +51,8 @@ def scatter(table, y, yerr=None, title="", log=False, new=()):
             error_y=dict(type="data", array=part[yerr].fillna(0), visible=True) if yerr else None))
     fresh = table[table["variant"].isin(new)]
     if not fresh.empty:
-        fig.add_trace(go.Scatter(x=fresh["bits"], y=fresh[y], mode="markers", name=ui_sweep.NEW,
-                                 marker=ui_sweep.NEW_MARKER))
+        fig.add_trace(go.Scatter(x=fresh["bits"], y=fresh[y], mode="markers", name=sweeps.NEW,
+                                 marker=sweeps.NEW_MARKER))
     fig.update_layout(title=title, height=360, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="bits per weight",
                       xaxis_type="log", yaxis_type="log" if log else None)
     return fig
@@ -60,7 +60,7 @@ def scatter(table, y, yerr=None, title="", log=False, new=()):
 
 def draw(job):
     """The table and the four panels, read from the cache as it stands; a running sweep's new points starred."""
-    got = ui_sweep.job_points(job)
+    got = sweeps.job_points(job)
     new = ()
     if got is not None:
         _, curve = got
@@ -102,4 +102,4 @@ def draw(job):
         st.markdown("**New points** (computed by the last sweep, starred): " + ", ".join(new))
 
 
-ui_sweep.job_panel("bits", draw)
+sweeps.job_panel("bits", draw)

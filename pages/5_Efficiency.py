@@ -4,9 +4,9 @@ import qmoe  # noqa: F401  (first: fixes thread counts)
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe.analysis import deployment_table
-from qmoe.energy import PAPER_G_PER_KWH
-from qmoe.ui import RUNTIME_LABELS, csv_download, page_config, pick_slice, results, runtime_picker, slice_table
+from qmoe.analysis.tables import deployment_table
+from qmoe.app.ui import RUNTIME_LABELS, csv_download, page_config, pick_slice, results, runtime_picker, slice_table
+from qmoe.measure.energy import PAPER_G_PER_KWH
 
 page_config("Efficiency")
 st.title("Efficiency: latency, energy, CO₂")

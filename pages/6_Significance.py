@@ -4,9 +4,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe.analysis import CONFIDENCE_VARIANT, Missing, routing_confidence
-from qmoe.store import ResultStore
-from qmoe.ui import csv_download, page_config, pick_slice, results, slice_table, store_state
+from qmoe.analysis.tables import CONFIDENCE_VARIANT, Missing, routing_confidence
+from qmoe.app.ui import csv_download, page_config, pick_slice, results, slice_table, store_state
+from qmoe.experiments.store import ResultStore
 
 page_config("Significance")
 st.title("Significance tests")

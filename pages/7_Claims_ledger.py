@@ -2,8 +2,8 @@
 import qmoe  # noqa: F401  (first: fixes thread counts)
 import streamlit as st
 
-from qmoe.claims import FAILS, HOLDS, NOT_RUN, UNTESTABLE
-from qmoe.ui import cached_ledger, csv_download, page_config
+from qmoe.analysis.claims import FAILS, HOLDS, NOT_RUN, UNTESTABLE
+from qmoe.app.ui import cached_ledger, csv_download, page_config
 
 page_config("Claims ledger")
 st.title("Claims ledger")

@@ -4,10 +4,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from qmoe.errors import QmoeError
-from qmoe.explain import expert_costs_ms, routing_arrays, walkthrough
-from qmoe.inference import shipped_models
-from qmoe.ui import csv_download, dataset, page_config, run_arrays, trained_model
+from qmoe.analysis.explain import expert_costs_ms, routing_arrays, walkthrough
+from qmoe.app.inference import shipped_models
+from qmoe.app.ui import csv_download, dataset, page_config, run_arrays, trained_model
+from qmoe.core.errors import QmoeError
 
 page_config("Learn")
 st.title("Learn: how the curious Bayesian router decides")

@@ -2,11 +2,12 @@
 progress, ETA and cancel; results land in the cache."""
 import streamlit as st
 
-from qmoe import jobs, ui_sweep
+from qmoe.app import sweeps
+from qmoe.app.ui import dataset_task_names, page_config, paper_task_first
+from qmoe.core.errors import QmoeError
 from qmoe.datasets import PROTOCOLS, list_datasets
-from qmoe.errors import QmoeError
-from qmoe.variants import list_variants
-from qmoe.ui import dataset_task_names, page_config, paper_task_first
+from qmoe.experiments import jobs
+from qmoe.models.registry import list_variants
 
 page_config("Run experiment")
 st.title("Run an experiment")
@@ -18,17 +19,17 @@ st.markdown("Cross-validation runs go through the engine in one background job o
 
 def draw(job):
     """The last or running sweep's points, per setting, new ones marked."""
-    got = ui_sweep.job_points(job)
+    got = sweeps.job_points(job)
     if got is None:
         return
     points, curve = got
     with st.expander(f"Points of the sweep ({int(points['cached'].sum())}/{len(points)} runs cached, "
                      f"{int(points['new'].sum())} computed by it)", expanded=bool(jobs.current_run())):
         st.dataframe(curve.drop(columns=["dataset", "selection"], errors="ignore"), hide_index=True, width="stretch")
-    ui_sweep.new_points_note(curve, "alpha" if curve["alpha"].notna().any() else "bits")
+    sweeps.new_points_note(curve, "alpha" if curve["alpha"].notna().any() else "bits")
 
 
-ui_sweep.job_panel("run", draw, idle="No experiment is running.")
+sweeps.job_panel("run", draw, idle="No experiment is running.")
 
 OWN_FOLDER = "your own folder..."
 c = st.columns([1, 2])
@@ -47,7 +48,7 @@ except QmoeError as e:
     st.error(f"Cannot use {dataset}: {e}")
     st.stop()
 
-single_variants = [v for v in list_variants() if v not in ui_sweep.moe_bases() and "QMoE" not in v]
+single_variants = [v for v in list_variants() if v not in sweeps.moe_bases() and "QMoE" not in v]
 grid_tab, sweep_tab = st.tabs(["Grid of registered variants", "Sweep (alphas, bits, expert sets, MoE options)"])
 with grid_tab:
     with st.form("run"):
@@ -81,22 +82,22 @@ with sweep_tab:
     s_tasks = c[0].multiselect("Task", known_tasks, default=known_tasks[:1], key="s-tasks")
     s_protocol = c[1].selectbox("Protocol", list(PROTOCOLS), format_func=lambda p: f"{p}: {PROTOCOLS[p]}",
                                 key="s-protocol")
-    s_variants = c[0].multiselect("Variants (MoE or single)", ui_sweep.moe_bases() + single_variants,
+    s_variants = c[0].multiselect("Variants (MoE or single)", sweeps.moe_bases() + single_variants,
                                   default=["BitNet-Q4/8-QMoE-C"], key="s-variants")
     s_alphas = c[1].text_input("alphas (MoE)", "0.3", key="s-alphas")
     s_bits = c[0].multiselect("Bit-widths (Q<k>-Base)", list(range(1, 17)), key="s-bits")
     s_experts = c[1].multiselect("An expert set of your own (an MoE of these)", single_variants, key="s-experts")
     st.markdown("MoE options, prefilled with the first MoE's own (only changed values go into a run's name):")
-    read_options = ui_sweep.moe_option_inputs(None if s_experts or not s_variants else
-                                              next((v for v in s_variants if v in ui_sweep.moe_bases()), None),
+    read_options = sweeps.moe_option_inputs(None if s_experts or not s_variants else
+                                              next((v for v in s_variants if v in sweeps.moe_bases()), None),
                                               "s-moe")
-    read_folds = ui_sweep.fold_and_seed_inputs(dataset, s_protocol, "s-folds")
+    read_folds = sweeps.fold_and_seed_inputs(dataset, s_protocol, "s-folds")
     if st.button("Start the sweep", type="primary"):
         def make_sweep():
             folds, seeds = read_folds()
-            has_moe = any(v in ui_sweep.moe_bases() for v in s_variants) or s_experts
+            has_moe = any(v in sweeps.moe_bases() for v in s_variants) or s_experts
             return {"variants": s_variants, "bits": s_bits, "experts": [s_experts] if s_experts else [],
-                    "alphas": ui_sweep.parse_values(s_alphas, float, "alphas") if has_moe else [],
+                    "alphas": sweeps.parse_values(s_alphas, float, "alphas") if has_moe else [],
                     "moe": read_options() if has_moe else {}, "dataset": dataset, "tasks": s_tasks,
                     "protocols": [s_protocol], "folds": folds, "seeds": seeds}
-        ui_sweep.start(make_sweep)
+        sweeps.start(make_sweep)

@@ -1,6 +1,9 @@
 """qmoe: curiosity-driven quantized Mixture-of-Experts for audio classification.
 
 Audio -> mel-spectrogram figure -> ImageNet CNN embedding -> quantized MLP experts / MoE(-C).
+
+Layers, lowest first (a module imports only its own layer and the ones below; tests/test_layers.py checks it):
+core < audio < datasets < models < deploy < measure < experiments < analysis < app (and the CLI, `__main__`).
 """
 import os
 

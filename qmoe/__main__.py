@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from .errors import QmoeError
+from .core.errors import QmoeError
 
 
 def _ints(text: str) -> list[int]:
@@ -30,8 +30,8 @@ def cmd_train(a):
     import pandas as pd
 
     from .datasets import dataset_tasks
-    from .experiment import run_grid
-    from .results import summary
+    from .experiments.experiment import run_grid
+    from .experiments.results import summary
 
     known = dataset_tasks(a.dataset)
     tasks = a.task or (["major"] if "major" in known else [known[0]])  # the paper's task where there is one
@@ -43,7 +43,7 @@ def cmd_train(a):
         records = run_grid(a.dataset, tasks, a.protocol, a.variant, a.folds, a.seeds, selection=a.selection,
                            backbone=a.backbone, export_to=a.export)
     else:  # every core (or the Ray cluster) works; this process writes the results
-        from .executors import grid_configs, run_configs
+        from .experiments.executors import grid_configs, run_configs
 
         records = run_configs(grid_configs(a.dataset, tasks, a.protocol, a.variant, a.folds, a.seeds,
                                            selection=a.selection, backbone=a.backbone), executor=a.executor,
@@ -63,8 +63,8 @@ def cmd_export(a):
     """Write a trained model as the ONNX file a device runs (z-scoring inside; classes in its metadata)."""
     from pathlib import Path
 
+    from .app.inference import load_model, shipped_models
     from .deploy.export import export_trained
-    from .inference import load_model, shipped_models
 
     path = shipped_models().get(a.model) or a.model
     if not Path(path).with_suffix(".safetensors").exists():
@@ -81,7 +81,7 @@ def cmd_export(a):
 
 
 def cmd_results(a):
-    from .results import results_frame, summary
+    from .experiments.results import results_frame, summary
 
     df = results_frame()
     if a.csv:
@@ -94,7 +94,7 @@ def cmd_results(a):
 
 
 def cmd_variants(a):
-    from .variants import get_variant, list_variants
+    from .models.registry import get_variant, list_variants
 
     for name in list_variants():
         s = get_variant(name)
@@ -103,9 +103,9 @@ def cmd_variants(a):
 
 def cmd_ship(a):
     """Train the models shipped in data/models (fold 4 held out) through the cached CV run."""
-    from . import paths
-    from .experiment import RunConfig, run
-    from .inference import SHIP_FOLD, model_file_stem
+    from .app.inference import SHIP_FOLD, model_file_stem
+    from .core import paths
+    from .experiments.experiment import RunConfig, run
 
     for task in a.task or ["major"]:
         for variant in a.variant:
@@ -121,7 +121,7 @@ def cmd_classify(a):
     import csv
     from pathlib import Path
 
-    from .inference import audio_files, classify, describe_scores, model_scores, shipped_models
+    from .app.inference import audio_files, classify, describe_scores, model_scores, shipped_models
 
     models = shipped_models()
     path = models.get(a.model) or Path(a.model)
@@ -175,7 +175,7 @@ def cmd_classify(a):
 
 
 def cmd_reproduce(a):
-    from .reproduce import reproduce, status
+    from .experiments.reproduce import reproduce, status
 
     if a.list:
         rows, distinct = status(seeds=a.seeds, tasks=a.task)
@@ -187,7 +187,7 @@ def cmd_reproduce(a):
     import os
     from datetime import datetime, timezone
 
-    from . import paths
+    from .core import paths
 
     t0 = time.perf_counter()
     stage_times = {}
@@ -217,8 +217,8 @@ def _yes_no(text: str) -> bool:
 
 
 def cmd_sweep(a):
-    """A sweep (qmoe.sweep) on every core: its points, their mean over folds, and how long it took."""
-    from .sweep import DEFAULT_VARIANT, DEFAULT_WORKERS, Sweep, run_sweep, summary
+    """A sweep (qmoe.experiments.sweep) on every core: its points, their mean over folds, and how long it took."""
+    from .experiments.sweep import DEFAULT_VARIANT, DEFAULT_WORKERS, Sweep, run_sweep, summary
 
     moe = {k: v for k, v in (("temperature", a.T), ("top_k", a.top_k), ("mc_samples", a.mc), ("bayesian", a.bayesian),
                              ("curiosity_mode", a.curiosity), ("curiosity_in_training", a.in_training)) if v}
@@ -250,19 +250,19 @@ def cmd_sweep(a):
 
 
 def cmd_data(a):
-    from .data_cli import main_data
+    from .datasets.cli import main_data
 
     return main_data(a.rest)
 
 
 def cmd_claims(a):
-    from .claims import main_claims
+    from .analysis.claims import main_claims
 
     return main_claims(a.rest)
 
 
 def cmd_check_audio(a):
-    from .inference import audio_path_check, shipped_models
+    from .app.inference import audio_path_check, shipped_models
 
     path = shipped_models().get(a.model) or a.model
     r = audio_path_check(path)
@@ -272,7 +272,7 @@ def cmd_check_audio(a):
 
 
 def _executor_args(s) -> None:
-    """--executor / --address of the commands that run a grid (`qmoe.executors`)."""
+    """--executor / --address of the commands that run a grid (`qmoe.experiments.executors`)."""
     s.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local (default: this machine's cores) | ray (a local Ray instance, or the cluster at --address)")
     s.add_argument("--address", default=None, help="with --executor ray: an existing Ray cluster, e.g. HEAD:6379 or "
@@ -280,7 +280,7 @@ def _executor_args(s) -> None:
 
 
 def main(argv=None) -> int:
-    from .backbones import DEFAULT_BACKBONE
+    from .audio.backbones import DEFAULT_BACKBONE
 
     argv = sys.argv[1:] if argv is None else list(argv)
     passthrough = {"claims": cmd_claims, "data": cmd_data}  # they parse their own options (argparse's REMAINDER

@@ -15,7 +15,7 @@ os.environ.setdefault("QMOE_CACHE", str(ROOT / ".cache"))  # embedding cache sha
 
 @pytest.fixture
 def store(tmp_path):
-    from qmoe.store import ResultStore
+    from qmoe.experiments.store import ResultStore
 
     return ResultStore(tmp_path / "results")
 
@@ -29,7 +29,7 @@ def esc50():
 
 @pytest.fixture(scope="session")
 def shared_esc50():
-    from qmoe import paths
+    from qmoe.core import paths
 
     d = paths.SHARED_DIR / "datasets" / "esc50"
     if not d.exists():

@@ -1,11 +1,11 @@
-"""qmoe.analysis: tables and tests from the results cache, each checked against a hand computation."""
+"""qmoe.analysis.tables: tables and tests from the results cache, each checked against a hand computation."""
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from qmoe import analysis as A
-from qmoe.results import COLUMNS, results_frame
+from qmoe.analysis import tables as A
+from qmoe.experiments.results import COLUMNS, results_frame
 
 
 def frame(scores: dict, task="major", protocol="predefined", metric="f1_macro", family="single", **extra) -> pd.DataFrame:
@@ -154,7 +154,7 @@ def test_rank_stability_is_spearman_over_common_variants():
 
 
 def test_significance_table_on_the_real_cache_names_test_and_n():
-    from qmoe.store import ResultStore
+    from qmoe.experiments.store import ResultStore
 
     t, missing = A.significance_table(results_frame(), ResultStore(), "major", "predefined")
     assert not t.empty

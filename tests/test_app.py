@@ -16,7 +16,7 @@ def _run(page: str) -> AppTest:
 
 def test_overview_shows_cached_results():
     """The findings first (charts), the headline table behind an expander with units, leak-free rows first."""
-    from qmoe.results import results_frame
+    from qmoe.experiments.results import results_frame
 
     at = _run("app.py")
     assert at.title[0].value.startswith("qmoe")
@@ -45,7 +45,7 @@ def test_classify_page_predicts_an_example_clip():
 
 
 def test_classify_page_shows_the_models_held_out_scores_beside_its_answer():
-    from qmoe.inference import model_scores, shipped_models
+    from qmoe.app.inference import model_scores, shipped_models
 
     at = _run("pages/1_Classify.py")
     name = at.selectbox[0].value

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qmoe.audio import (MAX_SECONDS, SAMPLE_RATE, WINDOW_SAMPLES, AudioClip, load_audio,
-                        training_windows)
-from qmoe.errors import AudioError, ConfigError
-from qmoe.paths import SHARED_DIR
+from qmoe.audio.decode import MAX_SECONDS, SAMPLE_RATE, WINDOW_SAMPLES, AudioClip, load_audio, training_windows
+from qmoe.core.errors import AudioError, ConfigError
+from qmoe.core.paths import SHARED_DIR
 
 AUDIO_DIR = SHARED_DIR / "datasets" / "esc50" / "audio"
 FIVE_SECONDS = 5 * 44100

@@ -16,11 +16,11 @@ import soundfile as sf
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from qmoe.audio import (MAX_PEAK, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, MIN_SECONDS, SILENCE_PEAK, WINDOW_SAMPLES,
-                        load_array, load_audio, training_windows)
-from qmoe.errors import AudioError
-from qmoe.spectrogram import MAX_PEAK as RENDER_MAX_PEAK
-from qmoe.spectrogram import mel_db, render_figure, render_logmel
+from qmoe.audio.decode import (MAX_PEAK, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, MIN_SECONDS, SILENCE_PEAK, WINDOW_SAMPLES,
+                               load_array, load_audio, training_windows)
+from qmoe.audio.spectrogram import MAX_PEAK as RENDER_MAX_PEAK
+from qmoe.audio.spectrogram import mel_db, render_figure, render_logmel
+from qmoe.core.errors import AudioError
 
 BOUNDED = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -36,7 +36,7 @@ FILE_SAMPLES = 60_000           # files stay small: their long cases are the det
 NUMBER = r"(-?[\d.]+(?:e[+-]\d+)?)"
 
 
-# --- what the input is, computed here independently of qmoe.audio ------------------------------------------
+# --- what the input is, computed here independently of qmoe.audio.decode ------------------------------------------
 
 def full_scale(a: np.ndarray) -> np.ndarray:
     """float64 samples at full scale 1: integers as PCM decoders scale them (int16 / 32768, uint8 around 128)."""

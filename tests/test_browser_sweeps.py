@@ -91,8 +91,8 @@ def test_a_two_point_alpha_sweep_from_the_alpha_sweep_page_draws_both_points_mar
 
 
 def test_cancelling_a_running_sweep_leaves_only_whole_runs(server, browser, results_copy):  # noqa: F811
-    from qmoe import jobs
-    from qmoe.store import ResultStore
+    from qmoe.experiments import jobs
+    from qmoe.experiments.store import ResultStore
 
     before = set(_runs(results_copy))
     page = _open(browser, f"{server}/Bit-width")

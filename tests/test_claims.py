@@ -4,10 +4,10 @@ import re
 import pandas as pd
 import pytest
 
-from qmoe import analysis as A
-from qmoe import claims as C
-from qmoe.results import results_frame
-from qmoe.store import ResultStore
+from qmoe.analysis import claims as C
+from qmoe.analysis import tables as A
+from qmoe.experiments.results import results_frame
+from qmoe.experiments.store import ResultStore
 from tests.conftest import ROOT
 from tests.test_analysis import frame
 

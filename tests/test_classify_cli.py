@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from qmoe import paths
 from qmoe.__main__ import main
-from qmoe.inference import classify, model_info, model_scores, shipped_models
+from qmoe.app.inference import classify, model_info, model_scores, shipped_models
+from qmoe.core import paths
 from tests.conftest import ROOT
 
 FP32 = "esc50 / major / FP32-Base"
@@ -85,8 +85,8 @@ def test_unknown_model_is_an_error_before_any_file(capsys):
 
 
 def test_held_out_scores_are_the_cached_runs_of_the_models_own_config():
-    from qmoe.results import results_frame
-    from qmoe.store import config_key
+    from qmoe.core.cache import config_key
+    from qmoe.experiments.results import results_frame
 
     df = results_frame()
     for name, path in shipped_models().items():
@@ -106,8 +106,8 @@ def test_held_out_scores_are_the_cached_runs_of_the_models_own_config():
 def test_a_fresh_process_classifies_without_torch(examples):
     """Once the ONNX exports are cached (the first classify makes them), the CLI imports no torch, timm, scipy.signal
     or numba, and answers as the in-process engine does."""
-    from qmoe.backbones import get_backbone
-    from qmoe.inference import deployment_graphs
+    from qmoe.app.inference import deployment_graphs
+    from qmoe.audio.backbones import get_backbone
 
     path = shipped_models()[FP32]
     deployment_graphs(str(path))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qmoe.inference import AGGREGATION, classify, shipped_models
+from qmoe.app.inference import AGGREGATION, classify, shipped_models
 
 CLIPS = ["4-119647-A-48.flac", "4-102844-A-49.flac", "4-167077-A-20.flac", "4-125070-A-19.flac"]
 RATES = [8000, 16000, 22050, 44100, 48000]

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from qmoe.core.errors import DataError
 from qmoe.datasets.sources import SOURCES, fetch, prepare, verify_layout
-from qmoe.errors import DataError
 
 
 def _wav(flac_path) -> bytes:
@@ -200,7 +200,7 @@ def test_wrong_layout_is_reported_with_what_is_missing(server, esc50_zip, tmp_pa
 
 
 def test_cli_download_checks_against_the_real_dataset_size(server, esc50_zip, tmp_path, monkeypatch, capsys):
-    from qmoe.data_cli import main_data
+    from qmoe.datasets.cli import main_data
 
     data = _zip(esc50_zip)
     server.files["/esc50.zip"] = data

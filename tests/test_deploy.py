@@ -9,12 +9,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from qmoe.app.inference import SHIP_FOLD, load_model, shipped_models
 from qmoe.deploy.export import export, export_trained
 from qmoe.deploy.runtime import OnnxRuntimeModel, load, parity
-from qmoe.experiment import RunConfig, fit_fold
-from qmoe.inference import SHIP_FOLD, load_model, shipped_models
-from qmoe.reproduce import MOE, SINGLE
-from qmoe.variants import get_variant
+from qmoe.experiments.experiment import RunConfig, fit_fold
+from qmoe.experiments.reproduce import MOE, SINGLE
+from qmoe.models.registry import get_variant
 
 from conftest import ROOT
 

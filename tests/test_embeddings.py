@@ -4,9 +4,9 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-from qmoe.backbones import get_backbone
+from qmoe.audio.backbones import get_backbone
+from qmoe.audio.embeddings import embed_images, embedding_key
 from qmoe.datasets.esc50 import PNG_RECIPE, embeddings_path, load_meta
-from qmoe.embeddings import embed_images, embedding_key
 
 
 def _first_batch(shared_esc50, n=32):

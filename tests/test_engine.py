@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qmoe import experiment
-from qmoe.errors import ConfigError
-from qmoe.experiment import RunConfig, run
-from qmoe.results import results_frame
+from qmoe.core.errors import ConfigError
+from qmoe.experiments import experiment
+from qmoe.experiments.experiment import RunConfig, run
+from qmoe.experiments.results import results_frame
 from tests.conftest import ROOT
 
 
@@ -70,7 +70,7 @@ def test_training_beats_chance_and_is_cached(store, monkeypatch):
 
 
 def test_training_is_deterministic(store, tmp_path):
-    from qmoe.store import ResultStore
+    from qmoe.experiments.store import ResultStore
 
     cfg = RunConfig("esc50", "major", "predefined", "Q4-Base", fold=3, seed=7)
     a = run(cfg, store, progress=False)

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qmoe.executors import TEST_HOOKS_ENV, LocalExecutor, RunFailed, _reachable, describe, get_executor, run_configs
-from qmoe.experiment import RunConfig, run_key
-from qmoe.reproduce import reproduce
-from qmoe.store import ResultStore
+from qmoe.experiments.executors import (TEST_HOOKS_ENV, LocalExecutor, RunFailed, _reachable, describe, get_executor,
+                                        run_configs)
+from qmoe.experiments.experiment import RunConfig, run_key
+from qmoe.experiments.reproduce import reproduce
+from qmoe.experiments.store import ResultStore
 from tests.conftest import ROOT
 
 # 2 variants x 2 folds, fast ones
@@ -42,7 +43,7 @@ def _ray_children() -> list:
 
 @pytest.fixture(scope="module")
 def hooks(tmp_path_factory):
-    """The workers' test-hook folder (see `qmoe.executors._test_hooks`): set before Ray starts, its workers inherit it."""
+    """The workers' test-hook folder (see `qmoe.experiments.executors._test_hooks`): set before Ray starts, its workers inherit it."""
     folder = tmp_path_factory.mktemp("hooks")
     os.environ[TEST_HOOKS_ENV] = str(folder)
     yield folder
@@ -92,13 +93,13 @@ def _whole_and_once(store: CountingStore) -> None:
 
 
 def test_the_local_executor_never_imports_ray():
-    code = ("import sys; from qmoe.executors import get_executor; from qmoe import reproduce, jobs; "
+    code = ("import sys; from qmoe.experiments.executors import get_executor; from qmoe.experiments import jobs, reproduce; "
             "get_executor('local').close(); assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
 def test_bad_executor_settings_are_refused():
-    from qmoe.errors import ConfigError
+    from qmoe.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown executor"):
         get_executor("dask")

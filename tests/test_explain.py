@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from qmoe.errors import ConfigError, DataError
-from qmoe.explain import (confidence_by_expert, explain, filter_routing, reroute, routing_arrays, routing_table,
-                          run_alpha, sample_routing, sweep_table, walkthrough)
-from qmoe.moe import BITNET_Q4_Q8, QuantizedMoE
-from qmoe.results import results_frame
-from qmoe.store import ResultStore
+from qmoe.analysis.explain import (confidence_by_expert, explain, filter_routing, reroute, routing_arrays,
+                                   routing_table, run_alpha, sample_routing, sweep_table, walkthrough)
+from qmoe.core.errors import ConfigError, DataError
+from qmoe.experiments.results import results_frame
+from qmoe.experiments.store import ResultStore
+from qmoe.models.moe import BITNET_Q4_Q8, QuantizedMoE
 
 CLASSES = [f"c{i}" for i in range(5)]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qmoe.errors import DataError
+from qmoe.core.errors import DataError
 
 PER_CLASS, N_CLASSES = 10, 4  # the validation split needs ~8 training clips in a class
 
@@ -97,12 +97,12 @@ def test_unusable_folders_are_refused_with_the_reason(tmp_path, clip_folder):
 
 
 def test_folder_dataset_embeds_trains_and_reaches_the_results_table(clip_folder, store):
-    from qmoe.audio import load_audio, training_windows
-    from qmoe.datasets import get_dataset
-    from qmoe.datasets.folder import load_prefixed, register_folder
-    from qmoe.experiment import RunConfig, run
-    from qmoe.inference import embed_windows
-    from qmoe.results import results_frame
+    from qmoe.app.inference import embed_windows
+    from qmoe.audio.decode import load_audio, training_windows
+    from qmoe.datasets import get_dataset, register_folder
+    from qmoe.datasets.folder import load_prefixed
+    from qmoe.experiments.experiment import RunConfig, run
+    from qmoe.experiments.results import results_frame
 
     name = register_folder(clip_folder)
     assert name == f"folder:{clip_folder.resolve()}"
@@ -135,8 +135,8 @@ def test_logmel_recipe_is_recorded_and_gives_other_embeddings(clip_folder):
 
 def test_esc50_folder_command_builds_a_named_machine_independent_folder_dataset(tmp_path, monkeypatch, capsys):
     """`python -m qmoe data esc50-folder` lays the shared fold-4 audio out as data/folders/esc50-fold4-major."""
-    from qmoe.data_cli import main_data
     from qmoe.datasets import dataset_tasks, folder, list_datasets
+    from qmoe.datasets.cli import main_data
     from qmoe.datasets.folder import assign_folds, parse_name, scan_folder
 
     monkeypatch.setattr(folder, "folders_dir", lambda: tmp_path / "folders")
@@ -161,9 +161,9 @@ def test_esc50_folder_command_builds_a_named_machine_independent_folder_dataset(
 
 
 def test_unusable_datasets_are_refused_before_a_run_starts(tmp_path, clip_folder):
-    from qmoe import jobs
+    from qmoe.core.errors import ConfigError, QmoeError
     from qmoe.datasets import dataset_tasks
-    from qmoe.errors import ConfigError, QmoeError
+    from qmoe.experiments import jobs
 
     with pytest.raises(DataError, match="data download urbansound8k"):
         dataset_tasks("urbansound8k")

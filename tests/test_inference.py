@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from qmoe.errors import AudioError
-from qmoe.inference import classify, load_model, shipped_models
+from qmoe.app.inference import classify, load_model, shipped_models
+from qmoe.core.errors import AudioError
 
 
 @pytest.fixture(scope="module")

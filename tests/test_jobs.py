@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-from qmoe import jobs
-from qmoe.errors import ConfigError, QmoeError
-from qmoe.store import ResultStore
+from qmoe.core.errors import ConfigError, QmoeError
+from qmoe.experiments import jobs
+from qmoe.experiments.store import ResultStore
 
 
 def _dead_pid() -> int:

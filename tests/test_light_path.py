@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from qmoe import spectrogram as S
+from qmoe.audio import spectrogram as S
 
 
 def test_window_mel_basis_and_axis_edges_equal_scipy_and_librosa_bit_for_bit():
@@ -21,8 +21,8 @@ def test_window_mel_basis_and_axis_edges_equal_scipy_and_librosa_bit_for_bit():
 
 @pytest.fixture(scope="module")
 def figures():
-    from qmoe import paths
-    from qmoe.audio import load_audio, training_windows
+    from qmoe.audio.decode import load_audio, training_windows
+    from qmoe.core import paths
 
     out = []
     for f in sorted(paths.EXAMPLES_DIR.glob("*.flac"))[:4]:
@@ -35,7 +35,7 @@ def test_onnx_backbone_embeds_as_torch_within_float_rounding(figures):
     from PIL import Image
     import torch
 
-    from qmoe.backbones import get_backbone, preprocess_image
+    from qmoe.audio.backbones import get_backbone, preprocess_image
 
     torch_bb, onnx_bb = get_backbone(), get_backbone(runtime="onnxruntime")
     assert (onnx_bb.weights_id, onnx_bb.dim) == (torch_bb.weights_id, torch_bb.dim)  # one cache entry per input
@@ -47,11 +47,11 @@ def test_onnx_backbone_embeds_as_torch_within_float_rounding(figures):
 
 
 def test_classify_answers_as_the_torch_backbone_and_engine_do():
-    from qmoe import paths
-    from qmoe.audio import load_audio, training_windows
-    from qmoe.backbones import get_backbone
+    from qmoe.app.inference import classify, load_model, shipped_models
+    from qmoe.audio.backbones import get_backbone
+    from qmoe.audio.decode import load_audio, training_windows
+    from qmoe.core import paths
     from qmoe.deploy.runtime import load
-    from qmoe.inference import classify, load_model, shipped_models
 
     path = shipped_models()["esc50 / major / FP32-Base"]
     tm = load_model(str(path))
@@ -70,7 +70,8 @@ def test_two_threads_exporting_the_backbone_at_once_both_get_it(tmp_path, monkey
     (its global `in_onnx_export` flag), so one export runs and the other thread waits for it and reads it."""
     import threading
 
-    from qmoe import backbones, paths
+    from qmoe.audio import backbones
+    from qmoe.core import paths
 
     monkeypatch.setattr(paths, "CACHE_DIR", tmp_path)
     got, errors = [], []

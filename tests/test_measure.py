@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from qmoe import energy, measure
-from qmoe.errors import ConfigError, DataError
-from qmoe.experts import MLPExpert
-from qmoe.results import COLUMNS
-from qmoe.variants import create_model
+from qmoe.core.errors import ConfigError, DataError
+from qmoe.experiments.results import COLUMNS
+from qmoe.measure import energy, ram, suite, timing
+from qmoe.models.experts import MLPExpert
+from qmoe.models.registry import create_model
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +44,16 @@ class RecordingModel(nn.Module):
 
 
 def test_machine_info_names_cpu_threads_and_torch():
-    info = measure.machine_info(threads=1)
+    info = timing.machine_info(threads=1)
     assert info["cpu_model"] and info["cpu_model"] != "unknown"
     assert info["threads"] == 1 and info["torch"] == torch.__version__
     assert info["logical_cpus"] == os.cpu_count()
-    assert "torch" in measure.machine_label(info)
+    assert "torch" in timing.machine_label(info)
 
 
 def test_per_sample_latency_times_each_distinct_sample_once_per_round(fp32, real_x):
     rec = RecordingModel(fp32)
-    res = measure.latency(rec, real_x, rounds=3, warmup=4)
+    res = timing.latency(rec, real_x, rounds=3, warmup=4)
     assert res.mode == "per-sample" and res.timings_ms.shape == (3, len(real_x)) and res.n == 3 * len(real_x)
     timed = rec.calls[4:]  # after the warm-up calls
     assert len(timed) == res.n and all(c.shape == (1, real_x.shape[1]) for c in timed)
@@ -68,7 +68,7 @@ def test_per_sample_latency_times_each_distinct_sample_once_per_round(fp32, real
 
 
 def test_batched_latency_drops_the_partial_batch(fp32, real_x):
-    res = measure.latency(fp32, real_x[:45], batch_size=16, rounds=2, warmup=0)
+    res = timing.latency(fp32, real_x[:45], batch_size=16, rounds=2, warmup=0)
     assert res.mode == "batched" and res.timings_ms.shape == (2, 2)
     assert res.per_item_ms == pytest.approx(res.mean_ms / 16)
 
@@ -76,7 +76,7 @@ def test_batched_latency_drops_the_partial_batch(fp32, real_x):
 def test_latency_restores_threads_and_training_mode(fp32, real_x):
     before = torch.get_num_threads()
     fp32.train()
-    measure.latency(fp32, real_x[:8], rounds=1, warmup=1, threads=1 if before != 1 else 2)
+    timing.latency(fp32, real_x[:8], rounds=1, warmup=1, threads=1 if before != 1 else 2)
     assert torch.get_num_threads() == before and fp32.training
     fp32.eval()
 
@@ -85,23 +85,23 @@ def test_latency_rejects_bad_inputs(fp32, real_x):
     bad = real_x[:4].copy()
     bad[0, 0] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        measure.latency(fp32, bad)
+        timing.latency(fp32, bad)
     with pytest.raises(DataError, match="2-D"):
-        measure.latency(fp32, real_x[0])
+        timing.latency(fp32, real_x[0])
     with pytest.raises(ConfigError, match="larger than"):
-        measure.latency(fp32, real_x[:4], batch_size=5)
+        timing.latency(fp32, real_x[:4], batch_size=5)
     with pytest.raises(ConfigError, match="threads"):
-        measure.latency(fp32, real_x[:4], threads=0)
+        timing.latency(fp32, real_x[:4], threads=0)
 
 
 def test_param_count_and_bytes_of_fp32_and_int8_ptq(esc50, fp32):
     d = esc50.dim
     expected = (d * 640 + 640) + 2 * 640 + (640 * 320 + 320) + 2 * 320 + (320 * 5 + 5)
-    assert measure.param_count(fp32) == expected
-    assert measure.model_bytes(fp32) == 4 * expected  # float32, no packed form
+    assert timing.param_count(fp32) == expected
+    assert timing.model_bytes(fp32) == 4 * expected  # float32, no packed form
     ptq = torch.ao.quantization.quantize_dynamic(MLPExpert(d, 5).eval(), {nn.Linear}, dtype=torch.qint8)
-    assert measure.param_count(ptq) == expected  # packed int8 weights still count
-    assert measure.model_bytes(ptq) < 0.3 * measure.model_bytes(fp32)
+    assert timing.param_count(ptq) == expected  # packed int8 weights still count
+    assert timing.model_bytes(ptq) < 0.3 * timing.model_bytes(fp32)
 
 
 def test_model_bytes_prefers_the_packed_form(esc50):
@@ -115,17 +115,17 @@ def test_model_bytes_prefers_the_packed_form(esc50):
             p.nbytes = 1234
             return p
 
-    assert measure.model_bytes(Packed()) == 1234
-    assert measure.state_dict_bytes(Packed()) == 4 * (esc50.dim * 5 + 5)
+    assert timing.model_bytes(Packed()) == 1234
+    assert timing.state_dict_bytes(Packed()) == 4 * (esc50.dim * 5 + 5)
 
 
 def test_peak_rss_is_the_childs_own_and_sees_the_model(esc50, fp32, real_x):
     ballast = np.ones(600 * 2**20 // 8)  # the parent grows by 600 MB; the child must not inherit it
-    parent_peak = measure._peak_rss_mb()
-    small = measure.peak_rss(fp32, real_x)
+    parent_peak = ram._peak_rss_mb()
+    small = ram.peak_rss(fp32, real_x)
     del ballast
     assert 0 < small["baseline_rss_mb"] <= small["peak_rss_mb"] < parent_peak
-    big = measure.peak_rss(MLPExpert(esc50.dim, 5, hidden=(4096, 4096)), real_x)  # ~22M params, ~88 MB
+    big = ram.peak_rss(MLPExpert(esc50.dim, 5, hidden=(4096, 4096)), real_x)  # ~22M params, ~88 MB
     assert big["model_rss_mb"] > small["model_rss_mb"] + 50
     assert "VmHWM" in big["rss_method"]
 
@@ -195,11 +195,11 @@ def test_deployment_projection_reproduces_the_papers_arithmetic():
 
 
 def test_measure_model_fills_the_results_columns(fp32, real_x):
-    row = measure.measure_model(fp32, real_x[:16], batch_size=8, rounds=2, rss=False, energy=False)
+    row = suite.measure_model(fp32, real_x[:16], batch_size=8, rounds=2, rss=False, energy=False)
     wanted = {"params", "model_bytes", "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p99",
               "batch_latency_ms_mean"}
     assert wanted <= set(row) and wanted <= set(COLUMNS)
-    assert row["params"] == measure.param_count(fp32) and row["latency_n"] == 32
+    assert row["params"] == timing.param_count(fp32) and row["latency_n"] == 32
     assert row["machine"]["cpu_model"]
 
 
@@ -207,19 +207,19 @@ def test_onnx_runtime_is_measured_in_a_process_without_torch(fp32, real_x):
     from qmoe.deploy.runtime import load
 
     deployed = load(fp32, "onnxruntime")
-    ram = measure.peak_rss(deployed, real_x)
-    assert ram["torch_loaded"] is False and 0 < ram["baseline_rss_mb"] <= ram["peak_rss_mb"]
-    torch_ram = measure.peak_rss(fp32, real_x)
-    assert ram["peak_rss_mb"] < torch_ram["peak_rss_mb"]  # a device's runtime, not the training framework
-    row = measure.measure_model(fp32, real_x[:16], runtime="onnxruntime", batch_size=8, rounds=2, rss=False,
+    onnx = ram.peak_rss(deployed, real_x)
+    assert onnx["torch_loaded"] is False and 0 < onnx["baseline_rss_mb"] <= onnx["peak_rss_mb"]
+    torch_ram = ram.peak_rss(fp32, real_x)
+    assert onnx["peak_rss_mb"] < torch_ram["peak_rss_mb"]  # a device's runtime, not the training framework
+    row = suite.measure_model(fp32, real_x[:16], runtime="onnxruntime", batch_size=8, rounds=2, rss=False,
                                 energy=False)
     assert row["runtime"] == "onnxruntime" and row["onnx_bytes"] == deployed.nbytes > 4e6
-    assert row["latency_n"] == 32 and row["params"] == measure.param_count(fp32)
-    assert measure.measure_model(fp32, real_x[:8], rounds=1, rss=False, energy=False)["runtime"] == "torch-eager"
+    assert row["latency_n"] == 32 and row["params"] == timing.param_count(fp32)
+    assert suite.measure_model(fp32, real_x[:8], rounds=1, rss=False, energy=False)["runtime"] == "torch-eager"
 
 
 def test_results_show_each_runtimes_figures_and_never_mix_them():
-    from qmoe.results import runtime_view
+    from qmoe.experiments.results import runtime_view
 
     rec = {"runtime": "onnxruntime", "latency_ms_mean": 0.05, "energy_mj": 1.0, "f1_macro": 0.7,
            "by_runtime": {"torch-eager": {"latency_ms_mean": 1.2, "energy_mj": 14.0}}}

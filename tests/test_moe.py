@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from qmoe.errors import ConfigError, DataError
-from qmoe.moe import PAPER_ALPHAS, UNIFORM_BASELINE, QuantizedMoE
-from qmoe.routing import combine, curious, entropy, expert_kl, load_balance_loss, top_k_weights
-from qmoe.train import fit
-from qmoe.variants import MOE_TRAIN, TrainConfig, create_model, get_variant, list_variants
+from qmoe.core.errors import ConfigError, DataError
+from qmoe.experiments.train import fit
+from qmoe.models.moe import PAPER_ALPHAS, UNIFORM_BASELINE, QuantizedMoE
+from qmoe.models.registry import MOE_TRAIN, TrainConfig, create_model, get_variant, list_variants
+from qmoe.models.routing import combine, curious, entropy, expert_kl, load_balance_loss, top_k_weights
 
 TEST_EXPERTS = ("FP32-Base", "Q4-Base", "FP32-Base")  # always registered; three experts, two schemes
 SMALL = {"hidden": (64,)}

@@ -2,7 +2,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from qmoe.results import results_frame
+from qmoe.experiments.results import results_frame
 from tests.conftest import ROOT
 
 TIMEOUT = 180
@@ -82,7 +82,7 @@ def test_significance_page_level_slider_changes_the_verdicts():
 
 
 def test_claims_ledger_page_counts_and_filters():
-    from qmoe.claims import CLAIMS, HOLDS
+    from qmoe.analysis.claims import CLAIMS, HOLDS
 
     at = _run("7_Claims_ledger.py")
     assert sum(int(m.value) for m in at.metric) == len(CLAIMS)

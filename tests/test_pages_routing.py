@@ -9,11 +9,12 @@ import pytest
 import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
-from qmoe import jobs, paths
-from qmoe.explain import reroute, run_alpha, walkthrough
-from qmoe.inference import load_model, shipped_models
-from qmoe.results import results_frame
-from qmoe.store import ResultStore
+from qmoe.analysis.explain import reroute, run_alpha, walkthrough
+from qmoe.app.inference import load_model, shipped_models
+from qmoe.core import paths
+from qmoe.experiments import jobs
+from qmoe.experiments.results import results_frame
+from qmoe.experiments.store import ResultStore
 from tests.conftest import ROOT
 
 TIMEOUT = 180

@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from qmoe.errors import ConfigError
-from qmoe.experiment import _scaler
-from qmoe.experts import MLPExpert
-from qmoe.packing import PackedPopcountLinear, pack_bits, pack_signs, unpack_bits
-from qmoe.quantizers import (BitLinear, PopcountLinear, TernaryLinear, int8_activations, kbit_weights,
-                             ternary_weights)
-from qmoe.variants import create_model, list_variants
+from qmoe.core.errors import ConfigError
+from qmoe.experiments.experiment import _scaler
+from qmoe.models.experts import MLPExpert
+from qmoe.models.packing import PackedPopcountLinear, pack_bits, pack_signs, unpack_bits
+from qmoe.models.quantizers import (BitLinear, PopcountLinear, TernaryLinear, int8_activations, kbit_weights,
+                                    ternary_weights)
+from qmoe.models.registry import create_model, list_variants
 
 SINGLE = ["FP32-Base", "Q1-Base", "Q2-Base", "Q4-Base", "Q8-Base", "Q16-Base", "BitNet-Base", "Q8-Base-PTQ",
           "Popcount-Base"]
@@ -103,7 +103,7 @@ def _reference_forward(layer, x):
         wc, sw = layer.quantized_weight()
         wq = wc * sw
     else:
-        from qmoe.quantizers import ternary_activations
+        from qmoe.models.quantizers import ternary_activations
         xq = ternary_activations(x, layer.act_delta)
         wc, alpha = layer.quantized_weight()
         wq = wc * alpha[:, None]

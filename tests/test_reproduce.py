@@ -8,18 +8,18 @@ import time
 import numpy as np
 import pytest
 
-from qmoe.errors import QmoeError
-from qmoe.experiment import RunConfig, run_key
-from qmoe.reproduce import plan, reproduce, retime_one, stages
-from qmoe.store import ResultStore
+from qmoe.core.errors import QmoeError
+from qmoe.experiments.experiment import RunConfig, run_key
+from qmoe.experiments.reproduce import plan, reproduce, retime_one, stages
+from qmoe.experiments.store import ResultStore
 from tests.conftest import ROOT
 
 CONFIGS = [RunConfig("esc50", "major", "predefined", "FP32-Base", fold) for fold in (1, 2, 3)]
 CHILD = """
 import sys
-from qmoe.experiment import RunConfig
-from qmoe.reproduce import reproduce
-from qmoe.store import ResultStore
+from qmoe.experiments.experiment import RunConfig
+from qmoe.experiments.reproduce import reproduce
+from qmoe.experiments.store import ResultStore
 reproduce(ResultStore(sys.argv[1]), workers=1,
           configs=[RunConfig("esc50", "major", "predefined", "FP32-Base", f) for f in (1, 2, 3)])
 """
@@ -85,7 +85,7 @@ def test_retiming_replaces_timings_but_refuses_a_changed_result(tmp_path, uninte
 
 
 def test_the_grid_covers_every_variant_task_and_protocol_without_duplicates():
-    from qmoe.reproduce import MOE, SINGLE
+    from qmoe.experiments.reproduce import MOE, SINGLE
 
     runs = plan()
     keys = {run_key(c) for _, c in runs}

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qmoe.audio import load_audio, training_windows
-from qmoe.errors import AudioError, ConfigError
-from qmoe.paths import DATA_DIR, SHARED_DIR
-from qmoe.spectrogram import (DATA_BOX, FIGURE_FRAMES, PLOT_AREA, RECIPES, _log10f, _mel_power,
-                              _power_spectrum, mel_db, public_frame, render, render_figure,
-                              render_figure_matplotlib, render_logmel)
+from qmoe.audio.decode import load_audio, training_windows
+from qmoe.audio.spectrogram import (DATA_BOX, FIGURE_FRAMES, PLOT_AREA, RECIPES, _log10f, _mel_power, _power_spectrum,
+                                    mel_db, public_frame, render, render_figure, render_figure_matplotlib,
+                                    render_logmel)
+from qmoe.core.errors import AudioError, ConfigError
+from qmoe.core.paths import DATA_DIR, SHARED_DIR
 
 ESC50 = SHARED_DIR / "datasets" / "esc50"
 FOLD4 = sorted((ESC50 / "audio").glob("4-*.flac"))

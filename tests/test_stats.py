@@ -6,8 +6,8 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.metrics import f1_score
 from sklearn.neighbors import NearestCentroid
 
-from qmoe import stats
-from qmoe.errors import ConfigError, DataError
+from qmoe.analysis import stats
+from qmoe.core.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.filterwarnings("ignore:self.within_class_std_dev_")  # constant embedding dims
 

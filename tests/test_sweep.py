@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from qmoe import jobs
-from qmoe.errors import ConfigError
-from qmoe.executors import expected_keys, share_training
-from qmoe.experiment import DataCache, RunConfig, fit_fold, fit_shared, full_config, run_key
-from qmoe.moe import MOE_PART_DEFAULTS, moe_name
-from qmoe.quantizers import BitLinear
-from qmoe.reproduce import sweep_config
-from qmoe.store import ResultStore
-from qmoe.sweep import Sweep, points_frame, run_sweep, summary
-from qmoe.variants import create_model, get_variant
+from qmoe.core.errors import ConfigError
+from qmoe.experiments import jobs
+from qmoe.experiments.executors import expected_keys, share_training
+from qmoe.experiments.experiment import DataCache, RunConfig, fit_fold, fit_shared, full_config, run_key
+from qmoe.experiments.reproduce import sweep_config
+from qmoe.experiments.store import ResultStore
+from qmoe.experiments.sweep import Sweep, points_frame, run_sweep, summary
+from qmoe.models.moe import MOE_PART_DEFAULTS, moe_name
+from qmoe.models.quantizers import BitLinear
+from qmoe.models.registry import create_model, get_variant
 
 TINY = {"hidden": [16]}  # a small expert: a run takes seconds
 PARTS = dict(alpha=0.25, temperature=0.5, top_k=2, mc_samples=3, bayesian=True, curiosity_mode="reference-rebuttal",
@@ -192,9 +192,9 @@ def test_a_sweep_computes_what_is_missing_then_reads_it_back(tmp_path, tiny_swee
     assert reports[1]["run_seconds"] > 0 and reports[1]["eta_s"] > 0
     assert {p.stem for p in store.runs.glob("*.json")} == set(df["key"]) == {p.stem for p in store.runs.glob("*.npz")}
 
-    import qmoe.executors
+    import qmoe.experiments.executors
 
-    monkeypatch.setattr(qmoe.executors, "get_executor", lambda *a, **k: pytest.fail("a cached sweep started workers"))
+    monkeypatch.setattr(qmoe.experiments.executors, "get_executor", lambda *a, **k: pytest.fail("a cached sweep started workers"))
     again = run_sweep(tiny_sweep, store, progress=False)
     assert not again["new"].any() and again["cached"].all()
     assert again.drop(columns="new").equals(df.drop(columns="new"))
@@ -265,8 +265,8 @@ def test_the_sweep_command_refuses_bad_sweeps(argv, message, capsys):
 
 def test_a_sweeps_curve_is_the_grids_alpha_stage_where_they_meet():
     """sweep_curve (what the sweep pages draw) on the cached 'alpha sweep' points equals the stage's own table."""
-    from qmoe.explain import sweep_curve, sweep_table
-    from qmoe.results import results_frame
+    from qmoe.analysis.explain import sweep_curve, sweep_table
+    from qmoe.experiments.results import results_frame
 
     curve = sweep_curve(points_frame(Sweep(["BitNet-Q4/8-QMoE-C"], alphas=[0.02, 0.2, 0.3, 0.5])))
     stage = sweep_table(results_frame()).set_index("alpha").loc[[0.02, 0.2, 0.3, 0.5]]
@@ -280,7 +280,7 @@ def test_a_sweeps_curve_is_the_grids_alpha_stage_where_they_meet():
 
 
 def test_sweep_inputs_are_read_and_refused_with_the_bad_entry_named():
-    from qmoe.ui_sweep import parse_values
+    from qmoe.app.sweeps import parse_values
 
     assert parse_values("0.05, 0.5 0.7,0.5", float, "alphas") == [0.05, 0.5, 0.7]
     assert parse_values("3 5,6", int, "bits") == [3, 5, 6] and parse_values(" ", int) == []

@@ -6,15 +6,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from qmoe.experts import Dropout
-from qmoe.moe import QuantizedMoE
-from qmoe.packing import PackedMLP
-from qmoe.quantizers import (BitLinear, PopcountLinear, TernaryLinear, binarize, codes_product,
-                             int8_activations, int8_product_is_exact, kbit_weights, ternary_activations,
-                             ternary_weights)
-from qmoe.routing import top_k_weights
-from qmoe.train import fit
-from qmoe.variants import TrainConfig, create_model
+from qmoe.experiments.train import fit
+from qmoe.models.experts import Dropout
+from qmoe.models.moe import QuantizedMoE
+from qmoe.models.packing import PackedMLP
+from qmoe.models.quantizers import (BitLinear, PopcountLinear, TernaryLinear, binarize, codes_product, int8_activations,
+                                    int8_product_is_exact, kbit_weights, ternary_activations, ternary_weights)
+from qmoe.models.registry import TrainConfig, create_model
+from qmoe.models.routing import top_k_weights
 
 EXPERTS = ("BitNet-Base", "Q4-Base", "Q8-Base")
 

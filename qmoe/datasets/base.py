@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 PROTOCOLS = {
     "predefined": "the dataset's predefined folds (leak-free)",

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import paths
-from ..backbones import DEFAULT_BACKBONE, get_backbone
-from ..errors import DataError
-from ..store import atomic_write_bytes
-from . import register_dataset
+from ..audio.backbones import DEFAULT_BACKBONE, get_backbone
+from ..core import paths
+from ..core.cache import atomic_write_bytes
+from ..core.errors import DataError
 from .base import EmbeddedDataset, Task
+from .registry import register_dataset
 
 CITATION = ("K. J. Piczak, ESC: Dataset for Environmental Sound Classification, ACM MM 2015. "
             "CC BY-NC 3.0, clips from freesound.org; non-commercial use only.")
@@ -67,7 +67,7 @@ def embed_esc50(backbone: str = DEFAULT_BACKBONE, progress=True) -> Path:
     """Embed the 2,000 shared figures and write the compact (float16) copy under data/esc50/."""
     from PIL import Image
 
-    from ..embeddings import embed_images
+    from ..audio.embeddings import embed_images
 
     meta = load_meta()
     files = [shared_dir() / "mel-png" / f"{n}.png" for n in meta["name"]]

@@ -15,8 +15,8 @@ Folds (the `predefined` protocol), first rule that applies:
    Only used when some recording has more than one clip (otherwise grouping changes nothing).
 3. Otherwise StratifiedKFold(5, shuffle, seed 42) over clips.
 
-Embeddings go through the same cache as everything else (`qmoe.embeddings.embed_images`), keyed by the
-samples' hash and the recipe `audio-><recipe text>`: the exact key `qmoe.inference.embed_windows` uses (one
+Embeddings go through the same cache as everything else (`qmoe.audio.embeddings.embed_images`), keyed by the
+samples' hash and the recipe `audio-><recipe text>`: the exact key `qmoe.app.inference.embed_windows` uses (one
 vector per 5 s training window), so a clip classified in the app and the same clip in a folder dataset share
 their vectors. A small manifest (path, size, mtime, recipe -> window hashes) spares decoding unchanged files.
 """
@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from .. import paths
-from ..backbones import DEFAULT_BACKBONE, get_backbone
-from ..errors import AudioError, ConfigError, DataError
-from ..store import atomic_write_bytes
+from ..audio.backbones import DEFAULT_BACKBONE, get_backbone
+from ..core import paths
+from ..core.cache import atomic_write_bytes
+from ..core.errors import AudioError, ConfigError, DataError
 from .base import EmbeddedDataset, Task
 
 PREFIX = "folder:"
@@ -161,8 +161,8 @@ def _folds_from_csv(path: Path, meta: pd.DataFrame) -> np.ndarray:
 # --- embedding audio files through the shared cache --------------------------------------------------
 
 def audio_recipe_key(recipe: str) -> str:
-    """The embedding cache's recipe string for audio rendered with `recipe` (as in qmoe.inference)."""
-    from ..spectrogram import RECIPES
+    """The embedding cache's recipe string for audio rendered with `recipe` (as in qmoe.app.inference)."""
+    from ..audio.spectrogram import RECIPES
 
     if recipe not in RECIPES:
         raise ConfigError(f"unknown spectrogram recipe {recipe!r}; choose one of {sorted(RECIPES)}")
@@ -178,15 +178,15 @@ def embed_audio_files(files: list[Path], recipe: str = DEFAULT_RECIPE, backbone:
                       progress=True) -> tuple[np.ndarray, dict]:
     """(embeddings (n, dim) float32, embedding_info) of audio files rendered with `recipe`.
 
-    The ESC-50 figure recipe sees a clip as the app does (`qmoe.inference.classify`): at 44.1 kHz, in 5 s
-    training windows (`qmoe.audio.training_windows`; a clip of up to 5 s is one window padded with silence); a
+    The ESC-50 figure recipe sees a clip as the app does (`qmoe.app.inference.classify`): at 44.1 kHz, in 5 s
+    training windows (`qmoe.audio.decode.training_windows`; a clip of up to 5 s is one window padded with silence); a
     clip's embedding is the mean of its windows' (its one window's, for every clip of at most 5 s). Other recipes
     render the whole clip at their own rate. Undecodable files raise DataError naming the file (a dataset with a
     broken clip should be fixed, not silently shrunk).
     """
-    from ..audio import load_audio, training_windows
-    from ..embeddings import content_hash, embed_images
-    from ..spectrogram import RECIPE_SR, render
+    from ..audio.decode import load_audio, training_windows
+    from ..audio.embeddings import content_hash, embed_images
+    from ..audio.spectrogram import RECIPE_SR, render
 
     files = [Path(f) for f in files]
     recipe_key = audio_recipe_key(recipe)
@@ -269,13 +269,3 @@ def load_prefixed(name: str, backbone: str | None = None) -> EmbeddedDataset | N
         return None
     root, recipe = parse_name(name)
     return load_folder(root, recipe, backbone or DEFAULT_BACKBONE, name=name)
-
-
-def register_folder(root, recipe: str = DEFAULT_RECIPE) -> str:
-    """Register `root` under its `folder:` name (so it shows in list_datasets()); returns the name."""
-    from . import _LOADERS
-
-    root = Path(root).expanduser().resolve()
-    name = f"{PREFIX}{root}" + ("" if recipe == DEFAULT_RECIPE else f"?recipe={recipe}")
-    _LOADERS[name] = lambda backbone=DEFAULT_BACKBONE: load_prefixed(name, backbone)
-    return name

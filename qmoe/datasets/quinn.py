@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from ..backbones import DEFAULT_BACKBONE
-from ..errors import DataError
-from . import register_dataset
+from ..audio.backbones import DEFAULT_BACKBONE
+from ..core.errors import DataError
 from .base import EmbeddedDataset
 from .folder import FOLD_SEED, N_FOLDS, audio_dataset, scan_folder
+from .registry import register_dataset
 from .sources import QUINN_CLASSES, SOURCES, dataset_root, verify_layout
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import paths
-from ..errors import ConfigError, DataError
+from ..core import paths
+from ..core.errors import ConfigError, DataError
 
 CHUNK = 1 << 20
 _US8K_FOLD_COUNTS = {1: 873, 2: 888, 3: 925, 4: 990, 5: 936, 6: 823, 7: 838, 8: 806, 9: 816, 10: 837}

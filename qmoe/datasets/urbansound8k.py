@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..backbones import DEFAULT_BACKBONE
-from ..errors import DataError
-from . import register_dataset
+from ..audio.backbones import DEFAULT_BACKBONE
+from ..core.errors import DataError
 from .base import EmbeddedDataset
 from .folder import audio_dataset
+from .registry import register_dataset
 from .sources import SOURCES, dataset_root, verify_layout
 
 

@@ -1,7 +1,7 @@
 """Export trained engine models to ONNX, each quantized layer kept at its bit-width with the engine's codes.
 
 Nothing is re-quantized: the exporter reads the codes and scales of the engine's packed layers
-(`qmoe.packing`) and lays them out for ONNX Runtime's integer and low-bit operators.
+(`qmoe.models.packing`) and lays them out for ONNX Runtime's integer and low-bit operators.
 
 - int8 weights (Q8-Base, Q8-Base-PTQ): `MatMulInteger` on int8 codes with per-row int8 activations.
 - int16 weights (Q16-Base; Q9- to Q15-Base, whose codes the engine stores as int16): no int16 matmul exists, so
@@ -39,12 +39,12 @@ import torch
 from onnx import TensorProto
 from torch import nn
 
-from ..errors import ConfigError
-from ..moe import QuantizedMoE
-from ..packing import PackedIntLinear, PackedMLP, PackedPopcountLinear, PackedTernaryLinear, pack_bits
-from ..ptq import Int8Model
-from ..quantizers import ACT_MAX, EPS
-from ..routing import _EPS as ROUTING_EPS
+from ..core.errors import ConfigError
+from ..models.moe import QuantizedMoE
+from ..models.packing import PackedIntLinear, PackedMLP, PackedPopcountLinear, PackedTernaryLinear, pack_bits
+from ..models.ptq import Int8Model
+from ..models.quantizers import ACT_MAX, EPS
+from ..models.routing import _EPS as ROUTING_EPS
 from .graph import MS_DOMAIN, Graph, float_input, float_output
 
 BLOCK_SIZE = 128  # MatMulNBits block length along the input dimension (scales are stored per block)
@@ -267,7 +267,7 @@ def _safe_log(g: Graph, p: str) -> str:
 
 
 def _curious(g: Graph, p: str, expert_logits: str | None, moe: QuantizedMoE) -> str:
-    """Eq. 8 (see `qmoe.routing.curious`): softmax(log p + alpha KL) over experts."""
+    """Eq. 8 (see `qmoe.models.routing.curious`): softmax(log p + alpha KL) over experts."""
     if moe.curiosity_mode == "paper":
         q = g.op("Max", g.op("Softmax", expert_logits, axis=-1), g.const(ROUTING_EPS, np.float32))
         q_bar = g.op("ReduceMean", q, g.const([1], np.int64), keepdims=1)
@@ -402,7 +402,7 @@ def to_bytes(proto: onnx.ModelProto) -> bytes:
 
 
 def export_trained(tm, batch: int | None = 1) -> onnx.ModelProto:
-    """The file a user deploys: a trained checkpoint (`qmoe.checkpoint.TrainedModel`) with its z-scoring in front,
+    """The file a user deploys: a trained checkpoint (`qmoe.models.checkpoint.TrainedModel`) with its z-scoring in front,
     so the graph takes the backbone's raw embedding, and what it needs to be read (classes, backbone, recipe)."""
     import json
 

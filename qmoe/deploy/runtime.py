@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.ort import session_options
+
 RUNTIMES = {
     "onnxruntime": "ONNX Runtime, CPU provider, 1 intra-op thread, sequential (the exported ONNX graph)",
     "torch-eager": "PyTorch eager, the engine's packed forward (1 thread)",
@@ -24,22 +26,10 @@ DEFAULT_RUNTIME = "onnxruntime"
 
 def check_runtime(name: str) -> str:
     if name not in RUNTIMES:
-        from ..errors import ConfigError
+        from ..core.errors import ConfigError
 
         raise ConfigError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIMES)}")
     return name
-
-
-def session_options(threads: int = 1):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # errors only (unused-initializer notices are not news)
-    return so
 
 
 class OnnxRuntimeModel:
@@ -75,7 +65,7 @@ class OnnxRuntimeModel:
         return dict(zip(self.outputs, self._for(x).run(None, {self.input: x})))
 
     def save(self, path) -> Path:
-        from ..store import atomic_write_bytes
+        from ..core.cache import atomic_write_bytes
 
         atomic_write_bytes(Path(path), self.onnx_bytes)
         return Path(path)
