@@ -18,15 +18,25 @@ st.markdown("Cross-validation runs go through the engine in one background job o
 
 
 def draw(job):
-    """The last or running sweep's points, per setting, new ones marked."""
+    """The last or running sweep's F1 curve(s) against what it varies (alpha, bits) and its points, new ones
+    starred."""
     got = sweeps.job_points(job)
     if got is None:
         return
     points, curve = got
+    if curve.empty:
+        st.info("No point of this sweep has finished yet.")
+        return
+    axes = [x for x in ("alpha", "bits") if curve[x].nunique() > 1] or ["alpha" if curve["alpha"].notna().any()
+                                                                         else "bits"]
+    for x, column in zip(axes, st.columns(len(axes))):
+        column.plotly_chart(sweeps.curve_figure(curve[curve[x].notna()], x, "f1_mean", "f1_std",
+                                                f"Macro-F1 (± fold std) against {x}", log_x=x == "bits"),
+                            width="stretch", key=f"run-f1-{x}")
+    sweeps.new_points_note(curve, axes[0])
     with st.expander(f"Points of the sweep ({int(points['cached'].sum())}/{len(points)} runs cached, "
                      f"{int(points['new'].sum())} computed by it)", expanded=bool(jobs.current_run())):
         st.dataframe(curve.drop(columns=["dataset", "selection"], errors="ignore"), hide_index=True, width="stretch")
-    sweeps.new_points_note(curve, "alpha" if curve["alpha"].notna().any() else "bits")
 
 
 sweeps.job_panel("run", draw, idle="No experiment is running.")

@@ -167,3 +167,19 @@ def test_run_experiment_sweep_tab_refuses_bad_values_with_the_reason_and_starts_
     next(b for b in at.button if b.label == "Start the sweep").click().run()
     assert "top_k must be an integer between 1 and the number" in " ".join(e.value for e in at.error)
     assert jobs.current_run(tmp_path) is None and not (tmp_path / jobs.JOB_NAME).exists()
+
+
+def test_run_experiment_page_draws_the_last_sweeps_curve_with_its_new_points_starred(tmp_path, monkeypatch):
+    from qmoe.experiments.sweep import Sweep
+
+    monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path)
+    jobs.start_sweep(Sweep(bits=[3, 6], folds=[2], seeds=[1], options={"hidden": [16]}), tmp_path)  # a real job
+    assert jobs.wait(tmp_path, timeout=600)["status"] == "done", (tmp_path / "run.log").read_text()[-2000:]
+    at = _run("9_Run_experiment.py")
+    assert "2 run(s) finished and cached (2 computed now" in " ".join(s.value for s in at.success)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "against bits" in json.dumps(fig["layout"]["title"])
+    names = [t["name"] for t in fig["data"]]
+    assert names == ["this sweep: BitLinear k-bit", "new: computed by this sweep"]  # one line, both points starred
+    assert sorted(r["variant"] for r in ResultStore(tmp_path).records()) == ["Q3-Base", "Q6-Base"]
+    assert "New points" in " ".join(m.value for m in at.markdown)

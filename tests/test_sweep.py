@@ -290,3 +290,15 @@ def test_sweep_inputs_are_read_and_refused_with_the_bad_entry_named():
         parse_values("1.5", int, "seeds")
     with pytest.raises(ConfigError, match="not a finite number"):
         parse_values("nan", float, "alphas")
+
+
+def test_a_bit_width_sweep_is_one_line_and_an_alpha_sweep_one_line_per_other_setting():
+    import pandas as pd
+
+    from qmoe.app.sweeps import series_label
+
+    bits = pd.DataFrame({"base": ["Q3-Base", "Q5-Base", "FP32-Base"], "bits": [3, 5, 32], "task": ["major"] * 3})
+    assert list(series_label(bits, "bits")) == ["BitLinear k-bit", "BitLinear k-bit", "FP32-Base"]
+    alphas = pd.DataFrame({"base": ["BitNet-Q4/8-QMoE-C"] * 4, "alpha": [0.1, 0.5, 0.1, 0.5],
+                           "top_k": [1, 1, 2, 2], "task": ["major"] * 4})
+    assert list(series_label(alphas, "alpha")) == ["BitNet-Q4/8-QMoE-C top_k=1"] * 2 + ["BitNet-Q4/8-QMoE-C top_k=2"] * 2

@@ -181,11 +181,17 @@ def job_points(job: dict | None) -> tuple[pd.DataFrame, pd.DataFrame] | None:
 
 
 def series_label(curve: pd.DataFrame, x: str) -> pd.Series:
-    """One curve per setting: the base, plus the swept values (other than x) that differ between its rows."""
+    """One curve per setting: the base (against bits: every Q<k>-Base on one line), plus the swept values (other
+    than x) that differ between its rows."""
     varying = [c for c in ("task", "protocol", "seed", "temperature", "top_k", "mc_samples", "bayesian",
                            "curiosity_mode", "curiosity_in_training", "options" if x == "bits" else None)
                if c and c in curve and curve[c].astype(str).nunique() > 1]
-    return curve.apply(lambda r: " ".join([str(r["base"])] + [f"{c}={r[c]}" for c in varying]), axis=1)
+    from ..analysis.tables import is_bitlinear
+
+    def base(r) -> str:  # against bits, the Q<k>-Base points are one line
+        return "BitLinear k-bit" if x == "bits" and is_bitlinear(str(r["base"])) else str(r["base"])
+
+    return curve.apply(lambda r: " ".join([base(r)] + [f"{c}={r[c]}" for c in varying]), axis=1)
 
 
 def curve_figure(curve: pd.DataFrame, x: str, y: str, yerr: str | None = None, title: str = "",
@@ -218,5 +224,6 @@ def new_points_note(curve: pd.DataFrame, x: str) -> None:
     if new.empty:
         st.caption("No point of this sweep was computed by it: every one was read from the cache.")
         return
-    st.markdown(f"**New points** (computed by this sweep, stars on the charts): " + "; ".join(
-        f"{x} = {r[x]:g} · F1 {r.f1_mean:.3f} ({int(r.folds)} fold{'s' * (r.folds > 1)})" for _, r in new.iterrows()))
+    label = lambda r: r["base"] if pd.isna(r[x]) else f"{x} = {r[x]:g}"  # noqa: E731
+    st.markdown("**New points** (computed by this sweep, stars on the charts): " + "; ".join(
+        f"{label(r)} · F1 {r.f1_mean:.3f} ({int(r.folds)} fold{'s' * (r.folds > 1)})" for _, r in new.iterrows()))
