@@ -5,7 +5,8 @@ import streamlit as st
 
 from qmoe.analysis.tables import is_bitlinear
 from qmoe.app import sweeps
-from qmoe.app.ui import RUNTIME_LABELS, csv_download, page_config, pick_slice, results, runtime_picker, slice_table
+from qmoe.app.ui import (RUNTIME_LABELS, csv_download, machines_note, page_config, pick_slice, results, runtime_picker,
+                         slice_table)
 
 page_config("Bit-width")
 st.title("Bit-width sweep")
@@ -79,6 +80,7 @@ def draw(job):
             f"{v} ({n}/5)" for v, n in zip(incomplete["variant"], incomplete["folds"])))
 
     st.subheader(f"{dataset} / {task} / {protocol} — figures on {RUNTIME_LABELS[runtime]}")
+    machines_note(table)
     show = table.drop(columns=["energy_method"])
     st.dataframe(show, hide_index=True, width="stretch")
     csv_download(show, f"qmoe-bitwidth-{task}-{protocol}-{runtime}.csv")

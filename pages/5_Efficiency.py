@@ -5,7 +5,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from qmoe.analysis.tables import deployment_table
-from qmoe.app.ui import RUNTIME_LABELS, csv_download, page_config, pick_slice, results, runtime_picker, slice_table
+from qmoe.app.ui import (RUNTIME_LABELS, csv_download, machines_note, page_config, pick_slice, results, runtime_picker,
+                         slice_table)
 from qmoe.measure.energy import PAPER_G_PER_KWH
 
 page_config("Efficiency")
@@ -22,6 +23,7 @@ st.subheader(f"Every variant — {dataset} / {task} / {protocol} on {RUNTIME_LAB
 if eff["latency_ms_mean"].isna().all():
     st.info(f"No run of this slice was measured on {RUNTIME_LABELS[runtime]}; runs cached before runtimes were "
             "recorded were timed on torch eager.")
+machines_note(eff)
 st.dataframe(eff.drop(columns=["energy_method"]), hide_index=True, width="stretch")
 csv_download(eff, f"qmoe-efficiency-{task}-{protocol}-{runtime}.csv")
 method = eff["energy_method"].dropna()

@@ -138,3 +138,16 @@ def test_bitwidth_page_draws_every_cached_bitlinear_width_on_one_curve():
     assert {"Q1-Base", "Q2-Base", "Q3-Base", "Q4-Base", "Q5-Base", "Q6-Base", "Q8-Base", "Q16-Base"} <= set(line["text"])
     table = at.dataframe[0].value.set_index("variant")
     assert (table.loc[["Q3-Base", "Q5-Base", "Q6-Base"], "folds"] == 5).all()
+
+
+def test_a_table_of_runs_timed_on_two_cpu_models_says_so():
+    """The shipped grid was timed on one CPU model; runs added on another machine (Q3/Q5/Q6-Base here) are flagged
+    beside the table, since their latency and energy do not compare."""
+    at = _run("4_Bit-width.py")
+    table = at.dataframe[0].value.set_index("variant")
+    cpus = {c for cell in table["cpu"] for c in cell.split(" + ")}
+    warned = " ".join(w.value for w in at.warning)
+    if len(cpus) > 1:
+        assert f"measured on {len(cpus)} CPU models" in warned and all(c in warned for c in cpus)
+    else:
+        assert "CPU models" not in warned

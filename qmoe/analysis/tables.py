@@ -138,12 +138,13 @@ def seeds_available(df: pd.DataFrame, variant: str, task: str, protocol: str, fo
 BITWIDTH_COLUMNS = ["task", "protocol", "variant", "bits", "folds", "f1_mean", "f1_std", "pct_of_16bit", "params",
                     "model_bytes", "bytes_vs_fp32", "onnx_bytes", "latency_ms_mean", "latency_ms_std", "latency_ms_fold_std",
                     "latency_ms_p50", "latency_ms_p99", "batch_latency_ms_mean", "peak_rss_mb", "energy_mj", "co2_ug",
-                    "f1_per_mj", "train_energy_mj", "train_co2_ug", "energy_method"]
+                    "f1_per_mj", "train_energy_mj", "train_co2_ug", "energy_method", "cpu"]
 EFFICIENCY_COLUMNS = ["task", "protocol", "variant", "family", "folds", "f1_mean", "f1_std", "params", "model_bytes",
                       "onnx_bytes",
                       "latency_ms_mean", "latency_ms_std", "latency_cv", "latency_ms_fold_std", "latency_ms_p50",
                       "latency_ms_p99", "batch_latency_ms_mean", "peak_rss_mb", "energy_mj", "energy_mj_std",
-                      "co2_ug", "f1_per_mj", "train_energy_mj", "train_co2_ug", "load_average_max", "energy_method"]
+                      "co2_ug", "f1_per_mj", "train_energy_mj", "train_co2_ug", "load_average_max", "energy_method",
+                      "cpu"]
 
 
 def _per_variant(sel: pd.DataFrame) -> pd.DataFrame:
@@ -157,7 +158,8 @@ def _per_variant(sel: pd.DataFrame) -> pd.DataFrame:
                 peak_rss_mb=("peak_rss_mb", "max"), energy_mj=("energy_mj", "mean"), energy_mj_std=("energy_mj", "std"),
                 co2_ug=("co2_ug", "mean"), train_energy_mj=("train_energy_mj", "mean"),
                 train_co2_ug=("train_co2_ug", "mean"), energy_method=("energy_method", "first"),
-                load_average_max=("load_average_1min", "max"))  # timings taken on a busy machine are noisier
+                load_average_max=("load_average_1min", "max"),  # timings taken on a busy machine are noisier
+                cpu=("cpu", lambda c: " + ".join(sorted(set(c.dropna())))))  # ... and on another CPU, not comparable
     out["f1_per_mj"] = [f1_per_mj(f, e) for f, e in zip(out["f1_mean"], out["energy_mj"])]
     return out.reset_index()
 

@@ -381,3 +381,20 @@ def headline_table(df: pd.DataFrame) -> pd.DataFrame:
     head = head.assign(**{"size (KB)": (head.pop("model_bytes") / 1024).round(1),
                           "latency (ms)": head.pop("latency_ms_mean").round(3)})
     return head.sort_values("protocol", key=lambda p: p != "predefined", kind="stable")
+
+
+def machines_note(table: pd.DataFrame) -> None:
+    """Warn when a table's runs were measured on more than one CPU model: their latency and energy do not compare
+    (and fp32 training is bit-identical only on one CPU type, so F1 differs by a training run's noise too)."""
+    if "cpu" not in table:
+        return
+    by_cpu = {}
+    for variant, cpus in zip(table["variant"], table["cpu"].fillna("")):
+        for cpu in filter(None, cpus.split(" + ")):
+            by_cpu.setdefault(cpu, []).append(variant)
+    if len(by_cpu) > 1:
+        st.warning("These runs were measured on " + f"{len(by_cpu)} CPU models: " + "; ".join(
+            f"{cpu} ({len(v)} variant{'s' * (len(v) > 1)}: {', '.join(v[:4])}{', ...' if len(v) > 4 else ''})"
+            for cpu, v in sorted(by_cpu.items(), key=lambda kv: -len(kv[1])))
+            + ". Latency and energy compare only between runs on the same CPU.")
+

@@ -14,7 +14,7 @@ from .store import ResultStore
 COLUMNS = ["dataset", "task", "protocol", "variant", "fold", "seed", "selection", "f1_macro", "accuracy",
            "params", "model_bytes", "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p99",
            "batch_latency_ms_mean", "peak_rss_mb", "energy_mj", "co2_ug", "train_energy_mj", "train_co2_ug",
-           "energy_method", "load_average_1min", "options", "leaky", "family", "bits", "best_epoch", "epochs", "train_seconds",
+           "energy_method", "load_average_1min", "cpu", "options", "leaky", "family", "bits", "best_epoch", "epochs", "train_seconds",
            "code_version", "created", "key", "runtime", "onnx_bytes", "onnx_agreement"]
 RUNTIME_COLUMNS = ["latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p99", "batch_latency_ms_mean",
                    "peak_rss_mb", "energy_mj", "co2_ug", "energy_method", "load_average_1min", "onnx_bytes"]
@@ -39,6 +39,7 @@ def results_frame(store: ResultStore | None = None, runtime: str | None = None) 
         row["options"] = ",".join(f"{k}={v}" for k, v in sorted((r.get("options") or {}).items()))
         cv = r.get("code_version") or {}
         row["code_version"] = cv.get("git_commit") or cv.get("source_sha256")
+        row["cpu"] = (r.get("machine") or {}).get("cpu_model")  # timings compare only on one CPU model
         rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
     for c in RUNTIME_COLUMNS:  # a runtime that measured nothing leaves None: keep the figures numeric (NaN)
