@@ -44,17 +44,20 @@ def scatter(table, y, yerr=None, title="", log=False, new=()):
     bitlinear = table["variant"].map(is_bitlinear)
     sweep, other = table[bitlinear].sort_values("bits"), table[~bitlinear]
     fig = go.Figure()
-    for part, name, mode in ((sweep, "BitLinear k-bit", "lines+markers+text"), (other, "other experts", "markers+text")):
+    # the BitLinear points are named by the x axis (hover for the name); the other experts are labelled
+    for part, name, mode in ((sweep, "BitLinear k-bit", "lines+markers"), (other, "other experts", "markers+text")):
         if part.empty:
             continue
         fig.add_trace(go.Scatter(
             x=part["bits"], y=part[y], mode=mode, name=name, text=part["variant"], textposition="top center",
+            hovertemplate="%{text}: %{y:.4g}<extra></extra>",
             error_y=dict(type="data", array=part[yerr].fillna(0), visible=True) if yerr else None))
     fresh = table[table["variant"].isin(new)]
     if not fresh.empty:
         fig.add_trace(go.Scatter(x=fresh["bits"], y=fresh[y], mode="markers", name=sweeps.NEW,
                                  marker=sweeps.NEW_MARKER))
     fig.update_layout(title=title, height=360, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="bits per weight",
+                      xaxis_tickvals=[1, 2, 3, 4, 6, 8, 16, 32],
                       xaxis_type="log", yaxis_type="log" if log else None)
     return fig
 
