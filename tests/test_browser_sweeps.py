@@ -35,19 +35,22 @@ def _open(browser, url):  # noqa: F811
 
 
 def _pick(page, scope, label, option):
-    """Choose `option` in the multiselect labelled `label` inside `scope` (its menu opens at the page's level)."""
-    box = scope.locator("[data-testid='stMultiSelect']").filter(has_text=label).locator("input")
-    choice = page.get_by_role("option", name=str(option), exact=True)
-    for _ in range(5):  # an expander still opening can swallow the first click
+    """Choose `option` in the multiselect labelled `label` inside `scope`: type it (the menu is virtualized), click
+    the exact option, and retry until its tag shows (an expander opening or a rerun can swallow a click)."""
+    widget = scope.locator("[data-testid='stMultiSelect']").filter(has_text=label)
+    box = widget.locator("input")
+    tag = widget.locator(f"[data-tag][aria-label='{option}']")
+    for _ in range(5):
         box.click()
-        box.fill(str(option))  # the menu is virtualized: filter it down to the option
+        box.fill(str(option))
         try:
-            choice.wait_for(timeout=5_000)
+            page.get_by_role("option", name=str(option), exact=True).click(timeout=5_000)
+            tag.first.wait_for(timeout=5_000)
             break
         except Exception:
             page.keyboard.press("Escape")
-    choice.click()
     page.keyboard.press("Escape")
+    assert tag.count() >= 1, f"could not pick {option} in {label}"
 
 
 def _traces(page) -> list[dict]:
