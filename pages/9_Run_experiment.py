@@ -7,7 +7,7 @@ from qmoe.app.ui import dataset_task_names, page_config, paper_task_first
 from qmoe.core.errors import QmoeError
 from qmoe.datasets import PROTOCOLS, list_datasets
 from qmoe.experiments import jobs
-from qmoe.models.registry import list_variants
+from qmoe.models.registry import get_variant, list_variants
 
 page_config("Run experiment")
 st.title("Run an experiment")
@@ -58,7 +58,8 @@ except QmoeError as e:
     st.error(f"Cannot use {dataset}: {e}")
     st.stop()
 
-single_variants = [v for v in list_variants() if v not in sweeps.moe_bases() and "QMoE" not in v]
+moe_bases = sweeps.moe_bases()
+single_variants = [v for v in list_variants() if get_variant(v).family != "moe"]
 grid_tab, sweep_tab = st.tabs(["Grid of registered variants", "Sweep (alphas, bits, expert sets, MoE options)"])
 with grid_tab:
     with st.form("run"):
@@ -92,20 +93,20 @@ with sweep_tab:
     s_tasks = c[0].multiselect("Task", known_tasks, default=known_tasks[:1], key="s-tasks")
     s_protocol = c[1].selectbox("Protocol", list(PROTOCOLS), format_func=lambda p: f"{p}: {PROTOCOLS[p]}",
                                 key="s-protocol")
-    s_variants = c[0].multiselect("Variants (MoE or single)", sweeps.moe_bases() + single_variants,
+    s_variants = c[0].multiselect("Variants (MoE or single)", moe_bases + single_variants,
                                   default=["BitNet-Q4/8-QMoE-C"], key="s-variants")
     s_alphas = c[1].text_input("alphas (MoE)", "0.3", key="s-alphas")
     s_bits = c[0].multiselect("Bit-widths (Q<k>-Base)", list(range(1, 17)), key="s-bits")
     s_experts = c[1].multiselect("An expert set of your own (an MoE of these)", single_variants, key="s-experts")
     st.markdown("MoE options, prefilled with the first MoE's own (only changed values go into a run's name):")
     read_options = sweeps.moe_option_inputs(None if s_experts or not s_variants else
-                                              next((v for v in s_variants if v in sweeps.moe_bases()), None),
+                                              next((v for v in s_variants if v in moe_bases), None),
                                               "s-moe")
     read_folds = sweeps.fold_and_seed_inputs(dataset, s_protocol, "s-folds")
     if st.button("Start the sweep", type="primary"):
         def make_sweep():
             folds, seeds = read_folds()
-            has_moe = any(v in sweeps.moe_bases() for v in s_variants) or s_experts
+            has_moe = any(v in moe_bases for v in s_variants) or s_experts
             return {"variants": s_variants, "bits": s_bits, "experts": [s_experts] if s_experts else [],
                     "alphas": sweeps.parse_values(s_alphas, float, "alphas") if has_moe else [],
                     "moe": read_options() if has_moe else {}, "dataset": dataset, "tasks": s_tasks,

@@ -313,8 +313,8 @@ SWEEP_GROUP = ["base", "variant", "options", "dataset", "task", "protocol", "see
 
 
 def sweep_curve(points: pd.DataFrame, store=None) -> pd.DataFrame:
-    """A sweep's points (`qmoe.experiments.sweep.points_frame` / `run_sweep`) as the curves a page draws: one row per setting,
-    over its cached folds: F1 mean and fold std, latency mean and within-run std (mean over folds), energy, bytes,
+    """A sweep's points (`qmoe.experiments.sweep.points_frame` / `run_sweep`) as the curves a page draws: one row per
+    setting, over its cached folds: F1 mean and fold std, latency mean and within-run std (mean over folds), energy, bytes,
     `new` (some fold was computed by the sweep), and for MoE rows the routing shares and Levene's test of the fold
     F1 variance against the uniform-routing baseline (BitNet-Q4/8-QMoE-uniform, same task/protocol/seed/folds)."""
     from ..experiments.store import ResultStore

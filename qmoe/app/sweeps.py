@@ -137,6 +137,7 @@ def job_panel(key: str, draw: Callable[[dict | None], None] | None = None, idle:
     @st.fragment(run_every=POLL_S if running else None)
     def panel():
         info = jobs.progress()
+        last = None if info is not None else jobs.last_run()
         if info is not None:
             new = (f" ({info['new_done']}/{info['new_total']} computed, the rest read from the cache)"
                    if info.get("new_total") is not None else "")
@@ -149,16 +150,14 @@ def job_panel(key: str, draw: Callable[[dict | None], None] | None = None, idle:
                       help="stops it at once: the runs in flight are dropped, the finished ones stay cached")
         elif running:
             st.rerun()  # it just ended: the whole page redraws, no longer polling
-        else:
-            last = jobs.last_run()
-            if last is not None:
-                show = {"done": st.success, "cancelled": st.warning}.get(last.get("status"), st.error)
-                show(f"Last job ({last.get('what') or ', '.join(last.get('spec', {}).get('variants', []))}; "
-                     f"{last.get('status')}, finished {last.get('finished')}): {last.get('message')}")
-            elif idle:
-                st.info(idle)
+        elif last is not None:
+            show = {"done": st.success, "cancelled": st.warning}.get(last.get("status"), st.error)
+            show(f"Last job ({last.get('what') or ', '.join(last.get('spec', {}).get('variants', []))}; "
+                 f"{last.get('status')}, finished {last.get('finished')}): {last.get('message')}")
+        elif idle:
+            st.info(idle)
         if draw is not None:
-            draw(info or jobs.last_run())
+            draw(info or last)
 
     panel()
 
@@ -200,8 +199,10 @@ def curve_figure(curve: pd.DataFrame, x: str, y: str, yerr: str | None = None, t
     (rows with x, y, yerr) drawn first as grey points, e.g. the grid's cached sweep."""
     import plotly.graph_objects as go
 
+    def error(d):
+        return dict(type="data", array=d[yerr].fillna(0), visible=True) if yerr and yerr in d else None
+
     fig = go.Figure()
-    error = lambda d: dict(type="data", array=d[yerr].fillna(0), visible=True) if yerr and yerr in d else None  # noqa: E731
     if reference is not None and not reference.empty and y in reference:
         fig.add_trace(go.Scatter(x=reference[x], y=reference[y], mode="markers", name=reference_name,
                                  marker=dict(color="lightgrey", size=11), error_y=error(reference)))

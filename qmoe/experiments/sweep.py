@@ -27,9 +27,10 @@ import pandas as pd
 
 from ..audio.backbones import DEFAULT_BACKBONE
 from ..core.errors import ConfigError
-from .experiment import SELECTIONS, RunConfig
+from ..models.moe import _CURIOUS, MOE_PART_DEFAULTS, PAPER_ALPHAS, moe_name, moe_parts
 from ..models.quantizers import check_bits
 from ..models.registry import create_model, get_variant
+from .experiment import SELECTIONS, RunConfig
 
 DEFAULT_WORKERS = 2  # this machine's cores; a sweep keeps both busy
 DEFAULT_VARIANT = "BitNet-Q4/8-QMoE-C"  # the paper's sweep model (Sec. 5.3), when only MoE options are given
@@ -45,18 +46,6 @@ class Point(NamedTuple):
 
     base: str
     cfg: RunConfig
-
-
-def _paper_curious() -> dict[str, tuple[str, ...]]:
-    from ..models.moe import _CURIOUS
-
-    return _CURIOUS
-
-
-def _moe_parts():
-    from ..models.moe import MOE_PART_DEFAULTS, moe_name, moe_parts
-
-    return MOE_PART_DEFAULTS, moe_name, moe_parts
 
 
 def _tuple(name: str, values, kind=None) -> tuple:
@@ -96,7 +85,6 @@ class Sweep:
     backbone: str = DEFAULT_BACKBONE
 
     def __post_init__(self):
-        defaults, _, moe_parts = _moe_parts()
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         set_("variants", _tuple("variants", self.variants, str))
         set_("alphas", _tuple("alphas", self.alphas, _alpha))
@@ -104,10 +92,10 @@ class Sweep:
         set_("experts", _tuple("experts", self.experts, lambda e: moe_parts(_tuple("expert set", e, str))[0]))
         if not isinstance(self.moe, dict):
             raise ConfigError(f"sweep moe options must be a mapping of option -> values; got {self.moe!r}")
-        if unknown := set(self.moe) - (set(defaults) - {"alpha"}):
+        if unknown := set(self.moe) - (set(MOE_PART_DEFAULTS) - {"alpha"}):
             hint = " (alpha: give alphas)" if "alpha" in unknown else ""
             raise ConfigError(f"unknown MoE option(s) to sweep: {', '.join(sorted(unknown))}{hint}; known: "
-                              f"{', '.join(k for k in defaults if k != 'alpha')}")
+                              f"{', '.join(k for k in MOE_PART_DEFAULTS if k != 'alpha')}")
         moe = {k: _tuple(f"moe option {k}", v) for k, v in self.moe.items()}
         if empty := [k for k, v in moe.items() if not v]:
             raise ConfigError(f"give at least one value for MoE option(s) {', '.join(empty)}")
@@ -132,7 +120,7 @@ class Sweep:
         if (self.alphas or self.moe) and not (moe_bases or self.experts):
             raise ConfigError("alphas and MoE options apply to MoE variants or expert sets; this sweep has none")
         for v in self.variants:
-            if v in _paper_curious() and not self.alphas:
+            if v in _CURIOUS and not self.alphas:
                 raise ConfigError(f"{v!r} names the MoE-C at every alpha: give alphas, or name one "
                                   f"({v}@0.2 or {v}@0.3)")
 
@@ -173,7 +161,6 @@ class Sweep:
         return [p.cfg for p in self.points()]
 
     def _bases(self) -> list[str]:
-        _, moe_name, _ = _moe_parts()
         fixed = {**EXPERT_SET_DEFAULTS, **{k: v[0] for k, v in self.moe.items() if len(v) == 1}}
         return list(dict.fromkeys([*self.variants, *(f"Q{b}-Base" for b in self.bits),
                                    *(moe_name(e, **fixed) for e in self.experts)]))
@@ -214,23 +201,20 @@ def _whole(name: str, low: int):
 
 
 def _family(name: str) -> str:
-    return "moe" if name in _paper_curious() else get_variant(name).family
+    return "moe" if name in _CURIOUS else get_variant(name).family
 
 
 def _apply(base: str, combo: dict) -> tuple[str, dict]:
     """(variant, options) of MoE `base` at the MoE values `combo`, named as the cache already names such runs."""
-    defaults, moe_name, moe_parts = _moe_parts()
-    curious = _paper_curious()
     stem = base.split("@", 1)[0]
-    spec = get_variant(f"{stem}@0.3" if base in curious else base)
-    parts = {k: spec.options.get(k, v) for k, v in defaults.items()}
+    spec = get_variant(f"{stem}@0.3" if base in _CURIOUS else base)
+    parts = {k: spec.options.get(k, v) for k, v in MOE_PART_DEFAULTS.items()}
     experts, full = moe_parts(spec.options["experts"], **{**parts, **combo})  # validates combo against this MoE
     if base.startswith("MoE("):  # named by its parts: a new point is a new name
         return moe_name(experts, **full), {}
     options = {k: full[k] for k in combo}
-    if stem in curious and "alpha" in options:  # qmoe.experiments.reproduce.sweep_config's names, so cached points are found
-        from ..models.moe import PAPER_ALPHAS
-
+    # the names of qmoe.experiments.reproduce.sweep_config, so the points the grid cached are found
+    if stem in _CURIOUS and "alpha" in options:
         alpha = options.pop("alpha")
         if alpha in PAPER_ALPHAS:
             return f"{stem}@{alpha}", options
@@ -249,7 +233,6 @@ def _cost(cfg: RunConfig) -> tuple:
 
 
 def _row(point: Point, record: dict | None, key: str, new: bool) -> dict:
-    defaults, _, _ = _moe_parts()
     cfg = point.cfg
     spec = get_variant(cfg.variant)
     options = {**spec.options, **cfg.options}
@@ -260,7 +243,7 @@ def _row(point: Point, record: dict | None, key: str, new: bool) -> dict:
            "cached": record is not None, "new": new}
     if spec.family == "moe":
         row["experts"] = ", ".join(options["experts"])
-        row.update({k: options.get(k, v) for k, v in defaults.items()})
+        row.update({k: options.get(k, v) for k, v in MOE_PART_DEFAULTS.items()})
     for k in ("f1_macro", "accuracy", "params", "model_bytes", "latency_ms_mean", "latency_ms_std", "energy_mj",
               "train_seconds", "epochs", "best_epoch"):
         row[k] = (record or {}).get(k)
