@@ -5,12 +5,14 @@ README, "The rendering recipe of the figures (corrected)"): librosa 0.8.0 + matp
 native 44.1 kHz audio. It is reproduced here on current librosa/matplotlib, nothing pinned:
 
 * Numbers (`mel_db`): the STFT, mel and dB steps are computed the way that stack computed them
-  (numpy 1.x, OpenBLAS, glibc), because a cell whose dB value sits within a float32 rounding of a
-  colour step changes colour otherwise (about one clip in seven with librosa 0.11 as is): float64
-  FFT stored as complex64, ``|X|`` as glibc ``hypotf``, squared in float32; the 128 Slaney mel
-  bands summed in float32 one FFT bin after the other with fused multiply-adds (an OpenBLAS sgemm
-  kernel); ``power_to_db(ref=np.max)`` with numpy 1.x float32 arithmetic and glibc's ``log10f``
-  (emulated below, bit for bit). Centred frames with reflect padding (librosa >= 0.10 pads zeros).
+  (numpy 1.23 on an AVX2 CPU, its OpenBLAS 0.3.21, glibc), because a cell whose dB value sits within
+  a float32 rounding of a colour step changes colour otherwise (about one clip in seven with librosa
+  0.11 as is): float64 FFT stored as complex64, ``|X|`` as glibc ``hypotf``, squared in float32; the
+  128 Slaney mel bands summed in float32 by fused multiply-adds in the order OpenBLAS's threaded
+  Haswell/Zen sgemm sums them (blocks of FFT bins, some cells in two interleaved chains: `K_BLOCKS`,
+  `_split_cells`); ``power_to_db(ref=np.max)`` with numpy 1.x float32 arithmetic and glibc's
+  ``log10f`` (emulated below, bit for bit). Centred frames with reflect padding (librosa >= 0.10 pads
+  zeros). Each step is emulated in numpy, so the figures come out the same on any CPU.
 * Layout (`mesh_edges`, `_specshow`): what librosa 0.8.0's ``specshow`` drew and current versions
   do not: the mel axis with fmax fixed at 11,025 Hz whatever the rate (cell edges: the centres of
   ``mel_frequencies(128, fmin=0, fmax=11025)`` moved down by half the gap to their predecessor,
@@ -25,10 +27,9 @@ native 44.1 kHz audio. It is reproduced here on current librosa/matplotlib, noth
   lengths (other time ticks) matplotlib draws it.
 
 Fidelity, measured on the 400 fold-4 clips against ``mel-png/4-*.png`` (tests/test_spectrogram.py):
-396 figures equal pixel for pixel and no pixel outside the plot area differs; in the other 4 one
-cell lies within a float32 rounding of a colour step and the reference stack rounded it to the
-neighbouring step (1-2 pixels, one magma step). Which detail of that stack decides those cells
-(the FMA sum order matches 396 clips, others tried match fewer) is not identified.
+all 400 figures equal pixel for pixel. The mel sum order decided the last 3: a plain bin-by-bin FMA
+chain (OpenBLAS's one-thread or AVX-512 order) puts one cell of each a colour step off.
+``bench/legacy_stack.py`` checks the emulation against that stack, installed beside this one.
 
 Two renderers produce the recipe, pixel for pixel the same:
 
@@ -92,7 +93,8 @@ RECIPES = {
         "ESC-50 figure recipe of librosa 0.8.0 + matplotlib 3.3.4 (corrected, dataset README), "
         "reproduced: mono at 44100 Hz (native, no resampling); centred STFT n_fft 2048 hop 512 hann, "
         "reflect padding, float64 FFT stored complex64, |X| as hypotf, squared in float32; 128 Slaney "
-        "mel bands (fmin 0, fmax 22050) summed in float32 in bin order with FMA; power_to_db(ref=max, "
+        "mel bands (fmin 0, fmax 22050) summed in float32 with FMA as OpenBLAS 0.3.21's threaded "
+        "Haswell sgemm orders it (bin blocks 0/320/640/833/1025, split cells); power_to_db(ref=max, "
         "top_db 80) in float32 with glibc log10f; specshow(x_axis='time', y_axis='mel') as 0.8.0 drew "
         "it: mel axis fmax 11025 Hz whatever the rate (edges: centres of mel_frequencies(128, 0, "
         "11025) minus half the gap, 11025 on top), time edges frames_to_time(0..n, 44100, 512), flat "
@@ -114,8 +116,8 @@ RECIPE_SR = {"esc50-figure": FIGURE_SR, "logmel": LOGMEL_SR}
 def mel_db(samples: np.ndarray, sr: int = FIGURE_SR) -> np.ndarray:
     """Steps 2-3 of the recipe: float32 (128, n_frames) mel power in dB re its maximum, top_db 80.
 
-    The values librosa 0.8.0 computed on numpy 1.x (see the module docstring; colour for colour on
-    396 of the 400 fold-4 clips), not merely close to them: the figure's colours are 256 steps of
+    The values librosa 0.8.0 computed on numpy 1.23 (see the module docstring; colour for colour on
+    all 400 fold-4 clips), not merely close to them: the figure's colours are 256 steps of
     this array, and a value one float32 rounding off can change a step.
     """
     samples = _check_samples(samples)
@@ -129,42 +131,89 @@ def _power_spectrum(y: np.ndarray) -> np.ndarray:
         raise AudioError(f"The clip is too short to render ({len(y)} samples); "
                          f"give at least {N_FFT // 2 + 1} samples.")
     padded = np.pad(y, N_FFT // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
+    frames = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP])
     # float64 window x float32 frames -> float64 FFT, stored in librosa's complex64 matrix
     spec = np.fft.rfft(frames * _window(), axis=-1).astype(np.complex64)
-    re, im = spec.real.astype(np.float64), spec.imag.astype(np.float64)
-    mag = np.sqrt(re * re + im * im).astype(np.float32)       # glibc hypotf: in double, rounded once
+    squares = spec.view(np.float32).astype(np.float64)       # re, im interleaved
+    squares *= squares
+    mag = np.sqrt(squares[:, 0::2] + squares[:, 1::2]).astype(np.float32)   # glibc hypotf: in double, rounded once
     return mag * mag                                          # ** 2.0 on float32: one float32 product
 
 
 _TIE_BITS, _LOW_BITS = np.uint64(0x1000_0000), np.uint64(0x1FFF_FFFF)
 
+# How OpenBLAS summed np.dot(mel_basis, S) for the figures: numpy 1.23's OpenBLAS 0.3.21, sgemm kernel of
+# Haswell/Zen (AVX2, FMA), two or more threads (measured: that stack renders all 400 fold-4 figures exactly,
+# one thread or the AVX-512 kernel miss 3). The K loop (FFT bins) runs in blocks; each block's sum starts
+# at zero and is added to the output in float32. Within a block a cell is one fma chain, bin after bin,
+# except in the cells `_split_cells` names, whose chain runs as two (even and odd bins) added at the end.
+K_BLOCKS = (0, 320, 640, 833, 1025)   # GEMM_Q 320; the threaded driver halves the last 385 as (385 + 1) // 2
+
 
 def _mel_power(power: np.ndarray) -> np.ndarray:
-    """float32 (128, n_frames): np.dot(mel_basis, S) as an OpenBLAS float32 FMA kernel summed it.
+    """float32 (128, n_frames): np.dot(mel_basis, S) as that OpenBLAS sgemm summed it (see `K_BLOCKS`)."""
+    p = power.T.astype(np.float64)                  # (bin, frame)
+    parts = _fma_chains(p)                          # (block, band, frame)
+    for bands, frames in _split_cells(p.shape[1]):
+        even_odd = _fma_chains(p[:, frames], bands, step=2).reshape(len(parts), len(bands), 2, len(frames))
+        parts[:, np.array(bands)[:, None], frames] = even_odd[:, :, 0] + even_odd[:, :, 1]
+    out = parts[0]
+    for part in parts[1:]:
+        out = out + part                            # float32, block after block
+    return out
 
-    Each band's weights are non-zero on one run of FFT bins; the kernel accumulates bin after bin,
-    ``acc = fma(w, p, acc)`` in float32. Emulated exactly in float64: w * p is exact there, and the
-    one rounding to float32 of acc + w * p is corrected when the float64 sum lands on a float32 tie.
+
+_PANEL = np.arange(N_MELS) % 32                          # a band's place in its 32-band panel
+_FIRST = tuple(np.flatnonzero((_PANEL < 6) | ((_PANEL >= 12) & (_PANEL < 18))))
+_SECOND = tuple(np.flatnonzero(((_PANEL >= 6) & (_PANEL < 12)) | ((_PANEL >= 18) & (_PANEL < 24))))
+
+
+def _split_cells(n_frames: int) -> list[tuple[tuple, np.ndarray]]:
+    """(bands, frames) rectangles of the cells whose block sums ran as an even and an odd chain.
+
+    Measured on that stack by probing (a 2**24 among ones in one bin: one chain loses every one after
+    it, two chains keep half). The pattern follows the threaded driver's partition (bands in panels of
+    32 = 12 + 12 + 8 kernel columns, frames in halves split at 216, kernel rows of 8 frames); probed
+    for the recipe's 431 frames, every figure's. Other lengths are summed as plain chains.
     """
-    start, width, weights, active, inverse = _mel_plan()
-    p = power.astype(np.float64)
-    acc = np.zeros((len(p), N_MELS))
-    for d, n in enumerate(active):                      # bands sorted by run length, longest first
-        a = acc[:, :n]
-        prod = p[:, start[:n] + d] * weights[:n, d]
+    if n_frames != FIGURE_FRAMES:
+        return []
+    return [(_FIRST, np.r_[0:8, 216:224, 416:424]), (_SECOND, np.r_[208:216]),
+            (tuple(range(24, 32)) + tuple(range(56, 64)), np.r_[0:216]),
+            (tuple(range(88, 96)) + tuple(range(120, 128)), np.r_[216:424])]
+
+
+def _fma_chains(p: np.ndarray, bands: tuple = tuple(range(N_MELS)), step: int = 1) -> np.ndarray:
+    """float32 (len(K_BLOCKS) - 1, len(bands) * step, n_frames) from p (bin, frame): per block, band and phase,
+    ``acc = fma(w, p, acc)`` in float32 from 0 over the band's bins k in the block of that phase, in bin
+    order.
+
+    Emulated exactly in float64: w * p is exact there, and the one rounding to float32 of acc + w * p
+    is corrected when the float64 sum lands on a float32 tie.
+    """
+    bins, weights, active, resets, last, inverse = _chain_plan(bands, step)
+    acc = np.zeros((len(inverse), p.shape[1]))
+    parts = np.zeros((len(K_BLOCKS) - 1, len(inverse), p.shape[1]), np.float32)
+    for d, n in enumerate(active):                  # bands sorted by chain length, longest first
+        rows, block = resets[d]                     # bands whose d-th bin opens a new block
+        if len(rows):
+            parts[block, rows] = acc[rows]
+            acc[rows] = 0
+        a = acc[:n]
+        prod = p[bins[:n, d]] * weights[:n, d, None]
         s = a + prod
         r = s.astype(np.float32)
         tie = (s.view(np.uint64) & _LOW_BITS) == _TIE_BITS
         if tie.any():
             b = s - a
-            err = (a - (s - b)) + (prod - b)            # TwoSum: a + prod == s + err exactly
+            err = (a - (s - b)) + (prod - b)        # TwoSum: a + prod == s + err exactly
             up = tie & (err > 0) & (r < s)
             down = tie & (err < 0) & (r > s)
             r[up] = np.nextafter(r[up], np.float32(np.inf))
             r[down] = np.nextafter(r[down], np.float32(-np.inf))
-        acc[:, :n] = r
-    return np.ascontiguousarray(acc[:, inverse].T.astype(np.float32))
+        acc[:n] = r
+    parts[last, np.arange(len(inverse))] = acc
+    return parts[:, inverse]
 
 
 def _power_to_db(S: np.ndarray) -> np.ndarray:
@@ -212,6 +261,7 @@ def _mel_frequencies(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     return freqs
 
 
+@lru_cache(maxsize=1)
 def _mel_basis() -> np.ndarray:
     """librosa.filters.mel(sr=44100, n_fft=2048, n_mels=128): float32 Slaney-normalised triangles, fmin 0, fmax sr/2."""
     weights = np.zeros((N_MELS, 1 + N_FFT // 2), dtype=np.float32)
@@ -225,22 +275,33 @@ def _mel_basis() -> np.ndarray:
         weights[i] = np.maximum(0, np.minimum(lower, upper))
     enorm = 2.0 / (mel_f[2:N_MELS + 2] - mel_f[:N_MELS])
     weights *= enorm[:, np.newaxis]
+    weights.flags.writeable = False
     return weights
 
 
-@lru_cache(maxsize=1)
-def _mel_plan():
-    basis = _mel_basis()   # = librosa 0.8.0's
-    nonzero = basis != 0
-    start, width = nonzero.argmax(axis=1), nonzero.sum(axis=1)
-    if not all(nonzero[b, start[b]:start[b] + width[b]].all() for b in range(N_MELS)):
-        raise RuntimeError("mel band weights are not one run of bins each")
-    order = np.argsort(-width, kind="stable")
-    weights = np.zeros((N_MELS, width.max()))
+@lru_cache(maxsize=None)
+def _chain_plan(bands: tuple, step: int):
+    """Per chain (band and phase k % step; sorted by length, longest first) the non-zero mel weights' bins and
+    weights, padded; how many chains have a d-th bin; at each d, the chains whose d-th bin opens a new
+    `K_BLOCKS` block and the block closed; each chain's last block; the order back to (band, phase)."""
+    basis = np.repeat(_mel_basis()[list(bands)], step, axis=0)   # = librosa 0.8.0's
+    k = np.arange(basis.shape[1])
+    keep = (basis != 0) & (k % step == np.arange(len(basis))[:, None] % step)
+    count = keep.sum(axis=1)
+    order = np.argsort(-count, kind="stable")
+    bins = np.zeros((len(basis), max(1, count.max())), np.intp)
+    weights = np.zeros(bins.shape)
     for row, band in enumerate(order):
-        weights[row, :width[band]] = basis[band, start[band]:start[band] + width[band]]
-    active = [int((width > d).sum()) for d in range(width.max())]
-    return start[order], width[order], weights, active, np.argsort(order)
+        bins[row, :count[band]] = np.flatnonzero(keep[band])
+        weights[row, :count[band]] = basis[band, keep[band]]
+    block = np.searchsorted(K_BLOCKS, bins, side="right") - 1
+    active = [int((count[order] > d).sum()) for d in range(count.max())]
+    resets = [(np.array([], np.intp), np.array([], np.intp))]
+    for d in range(1, len(active)):
+        rows = np.flatnonzero(block[:active[d], d] != block[:active[d], d - 1])
+        resets.append((rows, block[rows, d - 1]))
+    last = block[np.arange(len(basis)), np.maximum(count[order] - 1, 0)]
+    return bins, weights, active, resets, last, np.argsort(order)
 
 
 # glibc's log10f (sysdeps/ieee754/flt-32/e_log10f.c) over its logf (ARM optimized-routines, 2017):
