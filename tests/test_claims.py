@@ -98,3 +98,23 @@ def test_cli_hook_writes_the_csv(tmp_path, capsys):
     assert main(["claims", "--out", str(out)]) == 0  # `python -m qmoe claims --out ...`
     assert "written to" in capsys.readouterr().out
     assert len(pd.read_csv(out)) == len(C.CLAIMS)
+
+
+def test_machine_figures_are_ranked_on_one_cpu_only():
+    """The shipped cache holds Q3/Q5/Q6-Base timed on another CPU than the grid: latency and energy claims must
+    not rank them against the grid's variants, while their F1 stays in the F1 claims."""
+    df = results_frame()
+    esc = df[(df["dataset"] == "esc50") & (df["task"] == "major") & (df["protocol"] == "predefined")]
+    table = C.one_cpu(A.efficiency_table(esc, "major", "predefined").set_index("variant"))
+    cpus = table["cpu"].fillna("")
+    assert cpus.nunique() >= 2, "the cache is expected to hold runs from two CPU models"
+    other = table.attrs["other_cpu"]
+    assert other and set(other) == set(table.index[cpus != table.attrs["cpu"]])
+    assert table.loc[other, C.MACHINE_COLUMNS].isna().all().all()
+    assert table.loc[other, "f1_mean"].notna().all()
+    kept = table.drop(index=other)
+    assert kept["latency_ms_mean"].notna().all()
+    # argbest ranks only the kept variants
+    out = C.argbest(None, "latency_ms_mean", "Q1-Base", family="single")(_ev(esc), "predefined")
+    best = out.value.split(" (")[0]
+    assert best not in other

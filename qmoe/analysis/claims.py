@@ -110,7 +110,8 @@ class Evidence:
         return v
 
     def table(self, p: str) -> pd.DataFrame:
-        return self.memo(("eff", p), lambda: A.efficiency_table(self.df, self.task, p).set_index("variant"))
+        return self.memo(("eff", p),
+                         lambda: one_cpu(A.efficiency_table(self.df, self.task, p).set_index("variant")))
 
     def row(self, p: str, variant: str) -> pd.Series:
         t = self.table(p)
@@ -144,6 +145,25 @@ class Evidence:
 
 # ---------------------------------------------------------------------------------------------
 # Measures (small, one idea each)
+
+
+# What a run measured of its machine: comparable between variants only when measured on the same CPU model.
+MACHINE_COLUMNS = ["latency_ms_mean", "latency_ms_std", "latency_ms_fold_std", "latency_ms_p50", "latency_ms_p99",
+                   "batch_latency_ms_mean", "latency_cv", "peak_rss_mb", "energy_mj", "energy_mj_std", "co2_ug",
+                   "train_energy_mj", "train_co2_ug", "f1_per_mj"]
+
+
+def one_cpu(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its machine figures kept only for variants measured on the CPU model that measured the most
+    variants (blank for the others, e.g. the Q3/Q5/Q6-Base of a sweep run on another machine): a claim that ranks
+    latency or energy must not rank two machines. F1 columns stay: they do not depend on the timing machine."""
+    cpu = table["cpu"].fillna("") if "cpu" in table else pd.Series("", index=table.index)
+    main = cpu.value_counts().idxmax() if len(cpu) else ""
+    other = (cpu != main).to_numpy()
+    table = table.copy()
+    table.loc[other, [c for c in MACHINE_COLUMNS if c in table]] = np.nan
+    table.attrs["cpu"], table.attrs["other_cpu"] = main, sorted(table.index[other])
+    return table
 
 
 def _p(x) -> str:
@@ -265,7 +285,10 @@ def argbest(variants, column: str, expected: str, lowest: bool = True, family: s
         t = t[t["folds"] >= len(A.FOLDS)]
         if expected not in t.index:
             ev.row(p, expected)
-        s = t[column]
+        s = t[column].dropna()
+        if expected not in s.index:
+            raise A.Missing(f"{expected} {column} on {t.attrs.get('cpu') or 'one CPU'} ({ev.task}, {p})",
+                            A.train_command([expected], ev.task, p))
         best = s.idxmin() if lowest else s.idxmax()
         return Outcome(f"{best} ({s[best]:.4g}); {expected}: {s[expected]:.4g}", best == expected,
                        f"{'lowest' if lowest else 'highest'} {column} among {len(s)} variants")
@@ -358,7 +381,7 @@ def curiosity_co2_overhead(lo: float, hi: float):
 def co2_energy_correlation(at_least: float):
     def m(ev, p):
         t = ev.table(p)
-        t = t[t["folds"] >= len(A.FOLDS)]
+        t = t[(t["folds"] >= len(A.FOLDS)) & t["energy_mj"].notna() & t["co2_ug"].notna()]
         if len(t) < 3:
             raise A.Missing(f"3 complete variants ({ev.task}, {p})", A.train_command(A.SINGLE_ORDER, ev.task, p))
         r = float(np.corrcoef(t["energy_mj"], t["co2_ug"])[0, 1])
@@ -670,6 +693,8 @@ def ledger(df: pd.DataFrame | None = None, store=None, claims: list[Claim] | Non
                      "verdict_torch_eager": other["verdict"] if other else ""})
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["n"] = out["n"].astype("Int64")
+    machines = ev.table("predefined")
+    out.attrs.update(cpu=machines.attrs.get("cpu", ""), other_cpu=machines.attrs.get("other_cpu", []))
     return out
 
 
@@ -699,5 +724,8 @@ def main_claims(argv=None) -> int:
         with pd.option_context("display.max_colwidth", 70, "display.width", 200):
             print(led[["id", "verdict", "ours_predefined", "paper_value"]].to_string(index=False))
         counts = led["verdict"].value_counts()
+        if led.attrs.get("other_cpu"):
+            print(f"\nLatency, energy and RAM are ranked on the {led.attrs['cpu']} runs; measured on another CPU, "
+                  f"not ranked: {', '.join(led.attrs['other_cpu'])}")
         print("\n" + ", ".join(f"{n} {v}" for v, n in counts.items()) + f"; written to {out}")
     return 0
